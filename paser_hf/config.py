@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Optional, Union
+from typing import Optional
 
 DATASET_FORMATS = ("alpaca", "prompt_completion", "conversational")
 CLUSTERING_METHODS = ("auto", "dense", "sparse")
@@ -15,13 +15,16 @@ CONCEPT_SOURCES = ("instruction", "instruction_output")
 class PaserConfig:
     """Configuration of `PaserDatasetSelector` (PASER, arXiv 2502.12594).
 
-    Budget: a float in (0, 1] is a fraction of the rows (B = round(budget * N), at least 1);
-    an int >= 1 is a row count.
+    Budget: a float in (0, 1] is a fraction of the rows (B = round(budget * N), at least 1); a Python int >= 1,
+    or a whole float above 1 (what a command line gives for ``--budget 400``), is a row count.
     """
 
-    budget: Union[float, int] = field(
+    budget: float = field(
         default=0.2,
-        metadata={"help": "Rows to select: a float in (0, 1] is a fraction of the dataset, an int >= 1 a row count."},
+        metadata={
+            "help": "Rows to select: a number in (0, 1] is a fraction of the dataset, an integer >= 2 (or a Python "
+            "int >= 1) is a row count."
+        },
     )
     dataset_format: Optional[str] = field(
         default=None,
@@ -96,6 +99,13 @@ class PaserConfig:
             "the batch size adapts to the row lengths."
         },
     )
+    scoring_shard_rows: int = field(
+        default=2048,
+        metadata={
+            "help": "Rows per cached scoring shard: a killed run recomputes at most one shard per process when it "
+            "resumes (needs a disk-backed dataset or `cache_dir`)."
+        },
+    )
     jsd_chunk_tokens: int = field(
         default=1024,
         metadata={
@@ -159,6 +169,7 @@ class PaserConfig:
             "nmf_max_iter",
             "max_length",
             "scoring_tokens_per_batch",
+            "scoring_shard_rows",
             "jsd_chunk_tokens",
             "max_concepts",
             "min_concept_words",

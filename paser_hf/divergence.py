@@ -1,0 +1,200 @@
+"""Per-sample Jensen-Shannon divergence between the original and the pruned model (spec section 2).
+
+For every response token t of a row, with teacher forcing and temperature tau,
+
+    P_o = softmax(z_o / tau),  P_p = softmax(z_p / tau),  M = (P_o + P_p) / 2,
+    JSD_t = 1/2 KL(P_o || M) + 1/2 KL(P_p || M)            (log base 2, so JSD_t lies in [0, 1])
+
+and the row's score is the mean of JSD_t over its response tokens. The maths runs in float32 on log-softmax
+values; log M = logaddexp(log P_o, log P_p) - log 2, so no probability is ever divided by an underflowed zero.
+
+Only the positions that predict a response token go through the LM head: both models' final hidden states
+are gathered at those positions and projected a chunk at a time, so memory holds at most one chunk of
+vocabulary-sized rows, whatever the batch and sequence size.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import List, Sequence
+
+import torch
+from torch import nn
+
+LN2 = math.log(2.0)
+
+
+def jensen_shannon(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
+    """JSD in bits between the distributions whose log-probabilities are the last dimension of `logp`, `logq`."""
+    logm = torch.logaddexp(logp, logq) - LN2
+    kl_pm = (logp.exp() * (logp - logm)).sum(-1)
+    kl_qm = (logq.exp() * (logq - logm)).sum(-1)
+    return (0.5 * (kl_pm + kl_qm) / LN2).clamp_(0.0, 1.0)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _has_plain_head(model: nn.Module) -> bool:
+    """True when logits = lm_head(last_hidden_state) exactly (no soft-capping or logit scaling)."""
+    config = getattr(model, "config", None)
+    base = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if not isinstance(base, nn.Module) or not isinstance(head, nn.Linear) or config is None:
+        return False
+    for name in ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale"):
+        value = getattr(config, name, None)
+        if value not in (None, 1, 1.0):
+            return False
+    return True
+
+
+class _ResponseLogits:
+    """Logits of one model at chosen positions of a padded batch, produced one chunk of positions at a time."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.device = model_device(model)
+        self.plain_head = _has_plain_head(model)
+
+    def prepare(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, rows, cols) -> None:
+        ids = input_ids.to(self.device)
+        mask = attention_mask.to(self.device)
+        rows, cols = rows.to(self.device), cols.to(self.device)
+        if self.plain_head:
+            base = getattr(self.model, self.model.base_model_prefix)
+            hidden = base(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+            self.selected = hidden[rows, cols]
+        else:
+            logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+            self.selected = logits[rows, cols]
+
+    def chunk(self, start: int, stop: int) -> torch.Tensor:
+        part = self.selected[start:stop]
+        if self.plain_head:
+            part = self.model.get_output_embeddings()(part)
+        return part.float()
+
+
+def vocabulary_size(model: nn.Module) -> int:
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is not None and getattr(head, "weight", None) is not None:
+        return int(head.weight.shape[0])
+    return int(model.config.vocab_size)
+
+
+def common_vocabulary(original: nn.Module, pruned: nn.Module, tokenizer) -> int:
+    """The number of logit columns both models share; raises when the vocabularies really differ.
+
+    Embedding matrices are often padded past the tokenizer (to a multiple of 64, say); a difference in those
+    padding rows alone is fine and the comparison uses the common ids. Any other difference is an error.
+    """
+    v_o, v_p = vocabulary_size(original), vocabulary_size(pruned)
+    if v_o == v_p:
+        return v_o
+    if len(tokenizer) <= min(v_o, v_p):
+        return min(v_o, v_p)
+    raise ValueError(
+        f"The original model has {v_o} output tokens and the pruned model {v_p}, and the tokenizer has "
+        f"{len(tokenizer)}: they do not share a vocabulary. Use the pruned model that was made from this original "
+        "model, with the same tokenizer."
+    )
+
+
+class JsdScorer:
+    """Scores batches of tokenised rows: mean response-token JSD per row (the `.map` function of the selector)."""
+
+    def __init__(
+        self,
+        original: nn.Module,
+        pruned: nn.Module,
+        pad_token_id: int,
+        vocab: int,
+        temperature: float = 1.0,
+        tokens_per_batch: int = 4096,
+        chunk_tokens: int = 1024,
+    ):
+        self.original = _ResponseLogits(original)
+        self.pruned = _ResponseLogits(pruned)
+        self.pad_token_id = pad_token_id
+        self.vocab = vocab
+        self.temperature = temperature
+        self.tokens_per_batch = tokens_per_batch
+        self.chunk_tokens = chunk_tokens
+
+    def __call__(self, batch: dict) -> dict:
+        """`batch` has ``input_ids``, ``response_start``, ``paser_index``; gives ``paser_jsd``, ``paser_scored_tokens``."""
+        lengths = [len(ids) for ids in batch["input_ids"]]
+        jsd = [0.0] * len(lengths)
+        counts = [0] * len(lengths)
+        for group in _pack_by_tokens(lengths, self.tokens_per_batch):
+            scores, n = self.score_rows(
+                [batch["input_ids"][i] for i in group],
+                [batch["response_start"][i] for i in group],
+                [batch["paser_index"][i] for i in group],
+            )
+            for i, s, c in zip(group, scores, n):
+                jsd[i], counts[i] = s, c
+        return {"paser_jsd": jsd, "paser_scored_tokens": counts}
+
+    @torch.inference_mode()
+    def score_rows(self, input_ids: Sequence[Sequence[int]], starts: Sequence[int], row_ids: Sequence[int]):
+        """Mean JSD over the response tokens of each row, and the number of tokens it averaged."""
+        width = max(len(ids) for ids in input_ids)
+        ids = torch.full((len(input_ids), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(input_ids), width), dtype=torch.long)
+        rows, cols = [], []
+        for r, (seq, start) in enumerate(zip(input_ids, starts)):
+            ids[r, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+            mask[r, : len(seq)] = 1
+            first = max(start, 1) - 1
+            cols.extend(range(first, len(seq) - 1))
+            rows.extend([r] * (len(seq) - 1 - first))
+        counts = torch.bincount(torch.tensor(rows, dtype=torch.long), minlength=len(input_ids))
+        if not rows:
+            return [0.0] * len(input_ids), counts.tolist()
+        rows_t, cols_t = torch.tensor(rows), torch.tensor(cols)
+        self.original.prepare(ids, mask, rows_t, cols_t)
+        self.pruned.prepare(ids, mask, rows_t, cols_t)
+        device = self.original.device
+        per_token = torch.empty(len(rows), dtype=torch.float32, device=device)
+        for start in range(0, len(rows), self.chunk_tokens):
+            stop = min(start + self.chunk_tokens, len(rows))
+            z_o = self.original.chunk(start, stop)[:, : self.vocab]
+            z_p = self.pruned.chunk(start, stop).to(device)[:, : self.vocab]
+            self._check_finite(z_o, "original", rows_t[start:stop], row_ids)
+            self._check_finite(z_p, "pruned", rows_t[start:stop], row_ids)
+            logp = torch.log_softmax(z_o / self.temperature, dim=-1)
+            logq = torch.log_softmax(z_p / self.temperature, dim=-1)
+            per_token[start:stop] = jensen_shannon(logp, logq)
+        sums = torch.zeros(len(input_ids), dtype=torch.float64, device=device)
+        sums.index_add_(0, rows_t.to(device), per_token.double())
+        means = sums.cpu() / counts.clamp(min=1)
+        self.original.selected = self.pruned.selected = None
+        return means.tolist(), counts.tolist()
+
+    @staticmethod
+    def _check_finite(logits: torch.Tensor, which: str, rows: torch.Tensor, row_ids: Sequence[int]) -> None:
+        bad = ~torch.isfinite(logits).all(dim=-1)
+        if bool(bad.any()):
+            row = row_ids[int(rows[bad.nonzero()[0, 0].cpu()])]
+            raise FloatingPointError(
+                f"The {which} model produced NaN or infinite logits on dataset row {row}. Check the model's weights "
+                "(a broken pruning step?) and its dtype (float16 overflows; use bfloat16 or float32)."
+            )
+
+
+def _pack_by_tokens(lengths: List[int], tokens_per_batch: int) -> List[List[int]]:
+    """Consecutive groups of row positions whose padded size (rows x longest row) stays within the token budget."""
+    groups, current, longest = [], [], 0
+    for i, n in enumerate(lengths):
+        wider = max(longest, n)
+        if current and wider * (len(current) + 1) > tokens_per_batch:
+            groups.append(current)
+            current, wider = [], n
+        current.append(i)
+        longest = wider
+    if current:
+        groups.append(current)
+    return groups
