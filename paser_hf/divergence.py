@@ -128,7 +128,7 @@ class JsdScorer:
         lengths = [len(ids) for ids in batch["input_ids"]]
         jsd = [0.0] * len(lengths)
         counts = [0] * len(lengths)
-        for group in _pack_by_tokens(lengths, self.tokens_per_batch):
+        for group in pack_by_tokens(lengths, self.tokens_per_batch):
             scores, n = self.score_rows(
                 [batch["input_ids"][i] for i in group],
                 [batch["response_start"][i] for i in group],
@@ -185,7 +185,7 @@ class JsdScorer:
             )
 
 
-def _pack_by_tokens(lengths: List[int], tokens_per_batch: int) -> List[List[int]]:
+def pack_by_tokens(lengths: List[int], tokens_per_batch: int) -> List[List[int]]:
     """Consecutive groups of row positions whose padded size (rows x longest row) stays within the token budget."""
     groups, current, longest = [], [], 0
     for i, n in enumerate(lengths):
