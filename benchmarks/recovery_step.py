@@ -1,0 +1,224 @@
+"""Step time and peak memory of a recovery step: LoRA SFT, chunked KD, and naive unchunked KD.
+
+    python benchmarks/recovery_step.py --steps 3 --batch-size 4 --max-length 256
+
+Teacher: SmolLM2-135M-Instruct (the offline default). Student: a copy with 50% of each row of every decoder Linear
+weight zeroed by magnitude. LoRA r=8 on all projections; rows of `../shared/data/instruct/mix_train.jsonl` long
+enough to fill `--max-length` tokens, so every batch is batch-size x max-length. Each variant runs in its own
+subprocess (clean peak RSS) and trains `--steps` timed steps after one untimed warm-up step:
+- sft: `RecoveryTrainer` with kd_alpha=0 (`trl.SFTTrainer`'s loss, fused LM head);
+- kd: kd_alpha=1, the chunked path (hidden states, per-chunk LM heads under checkpoint);
+- naive_kd: the same loss from both models' full (B, L, V) logits and a float32 log-softmax over all of them.
+Memory is the process RSS sampled every 2 ms during training (on CUDA, `max_memory_allocated` too); "delta" is the
+peak minus the RSS just before `train()` (weights already loaded), i.e. what the steps themselves cost.
+Results print as a table and go to benchmarks/results/recovery_step.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parents[1] / "shared" / "data" / "instruct" / "mix_train.jsonl"
+VARIANTS = ("sft", "kd", "naive_kd")
+
+
+def prune_rows_by_magnitude(model, sparsity: float = 0.5) -> None:
+    """Zero the smallest-|w| fraction of every row of each decoder Linear weight (no structural change)."""
+    import torch
+
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, torch.nn.Linear) and ".layers." in name:
+                weight = module.weight
+                k = int(weight.size(1) * sparsity)
+                weight.scatter_(1, weight.abs().argsort(dim=1)[:, :k], 0.0)
+
+
+def long_rows(count: int, min_chars: int):
+    from datasets import load_dataset
+
+    data = load_dataset("json", data_files=str(DATA), split="train")
+    data = data.filter(lambda r: len(r["instruction"]) + len(r["input"] or "") + len(r["output"]) >= min_chars)
+    return data.select(range(count))
+
+
+def naive_trainer_class():
+    """`RecoveryTrainer` with the same loss computed the naive way, from full logits (imports deferred to the
+    variant's subprocess)."""
+    import torch
+    import torch.nn.functional as F
+
+    from paser_hf.recovery import RecoveryTrainer
+
+    class NaiveKD(RecoveryTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            labels = inputs["labels"]
+            model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+            student = model(**model_inputs, use_cache=False).logits[:, :-1].float()
+            with torch.no_grad():
+                teacher = self.teacher_model(**model_inputs, use_cache=False).logits[:, :-1].float()
+            targets = labels[:, 1:]
+            mask = targets != -100
+            count = mask.sum() if num_items_in_batch is None else num_items_in_batch
+            t = self.args.kd_temperature
+            log_q = F.log_softmax(student / t, dim=-1)
+            log_p = F.log_softmax(teacher / t, dim=-1)
+            kd = (log_p.exp() * (log_p - log_q)).sum(-1)[mask].sum() * t**2 / count
+            ce = F.cross_entropy(student.flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum") / count
+            alpha = self.args.kd_alpha
+            return (1 - alpha) * ce + alpha * kd
+
+    return NaiveKD
+
+
+def run_variant(args) -> dict:
+    import psutil
+    import torch
+    from peft import LoraConfig
+    from transformers import TrainerCallback
+
+    from paser_hf.models import load_model_and_tokenizer
+    from paser_hf.recovery import RecoveryConfig, RecoveryTrainer
+
+    cuda = torch.cuda.is_available()
+    teacher, tokenizer = load_model_and_tokenizer(None)
+    student = copy.deepcopy(teacher)
+    prune_rows_by_magnitude(student, 0.5)
+    if args.variant == "sft":
+        del teacher
+        teacher = None
+    rows = long_rows(args.batch_size * (args.steps + 1), min_chars=6 * args.max_length)
+
+    class StepTimes(TrainerCallback):
+        """Wall-clock and process CPU seconds of each optimizer step (CPU time is steadier on a shared machine)."""
+
+        def __init__(self):
+            self.times, self.cpu_times, self.start = [], [], None
+
+        def on_step_begin(self, *_, **__):
+            self.start = (time.perf_counter(), time.process_time())
+
+        def on_step_end(self, *_, **__):
+            self.times.append(time.perf_counter() - self.start[0])
+            self.cpu_times.append(time.process_time() - self.start[1])
+
+    config = RecoveryConfig(
+        output_dir=tempfile.mkdtemp(), use_cpu=not cuda, bf16=False, report_to="none", save_strategy="no",
+        max_steps=args.steps + 1, per_device_train_batch_size=args.batch_size, max_length=args.max_length,
+        learning_rate=1e-4, logging_steps=1, disable_tqdm=True, dataloader_num_workers=0, seed=0,
+        kd_alpha=0.0 if args.variant == "sft" else 1.0, kd_chunk_size=args.chunk_size,
+    )
+    trainer_class = naive_trainer_class() if args.variant == "naive_kd" else RecoveryTrainer
+    timer = StepTimes()
+    trainer = trainer_class(
+        model=student, teacher_model=teacher, args=config, train_dataset=rows, processing_class=tokenizer,
+        peft_config=LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear"),
+        callbacks=[timer],
+    )
+    batch = next(iter(trainer.get_train_dataloader()))
+    completion_tokens = int((batch["labels"][:, 1:] != -100).sum())
+
+    process = psutil.Process()
+    baseline = process.memory_info().rss
+    peak = [baseline]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], process.memory_info().rss)
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+        cuda_baseline = torch.cuda.memory_allocated()
+    trainer.train()
+    done.set()
+    sampler.join()
+
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    result = {
+        "variant": args.variant,
+        "batch_shape": list(batch["input_ids"].shape),
+        "completion_tokens_first_batch": completion_tokens,
+        "step_time_s_median": statistics.median(timer.times[1:]),
+        "step_times_s": timer.times,
+        "step_cpu_s_median": statistics.median(timer.cpu_times[1:]),
+        "step_cpu_s": timer.cpu_times,
+        "rss_before_train_mb": baseline / 2**20,
+        "peak_rss_mb": peak[0] / 2**20,
+        "peak_rss_delta_mb": (peak[0] - baseline) / 2**20,
+        "first_loss": losses[0],
+        "torch_threads": torch.get_num_threads(),
+        "device": "cuda" if cuda else "cpu",
+    }
+    if cuda:
+        result["cuda_peak_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        result["cuda_peak_delta_mb"] = (torch.cuda.max_memory_allocated() - cuda_baseline) / 2**20
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per variant (after one warm-up step)")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--chunk-size", type=int, default=256, help="kd_chunk_size of the chunked variant")
+    parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--output", default=str(HERE / "results" / "recovery_step.json"))
+    args = parser.parse_args()
+
+    if args.variant:
+        print(json.dumps(run_variant(args)))
+        return
+
+    results = {}
+    for variant in VARIANTS:
+        command = [sys.executable, __file__, "--variant", variant, "--steps", str(args.steps),
+                   "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
+                   "--chunk-size", str(args.chunk_size)]
+        env = {**os.environ, "PYTHONPATH": str(HERE.parent), "HF_HUB_OFFLINE": "1"}
+        done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        if done.returncode != 0:
+            sys.exit(f"{variant} failed:\n{done.stderr[-4000:]}")
+        results[variant] = json.loads(done.stdout.strip().splitlines()[-1])
+
+    sft, kd, naive = (results[v] for v in VARIANTS)
+    ratios = {
+        "kd_over_sft_step_time": kd["step_time_s_median"] / sft["step_time_s_median"],
+        "naive_kd_over_sft_step_time": naive["step_time_s_median"] / sft["step_time_s_median"],
+        "kd_over_sft_step_cpu_time": kd["step_cpu_s_median"] / sft["step_cpu_s_median"],
+        "naive_kd_over_sft_step_cpu_time": naive["step_cpu_s_median"] / sft["step_cpu_s_median"],
+        "kd_over_sft_peak_rss_delta": kd["peak_rss_delta_mb"] / sft["peak_rss_delta_mb"],
+        "naive_kd_over_kd_peak_rss_delta": naive["peak_rss_delta_mb"] / kd["peak_rss_delta_mb"],
+        "kd_first_loss_over_naive_first_loss": kd["first_loss"] / naive["first_loss"],
+    }
+    report = {
+        "model": "SmolLM2-135M-Instruct (teacher) / 50% per-row magnitude-zeroed copy (student), LoRA r=8 all-linear",
+        "batch_size": args.batch_size, "max_length": args.max_length, "timed_steps": args.steps,
+        "kd_chunk_size": args.chunk_size, "variants": results, "ratios": ratios,
+    }
+    print(f"{'variant':10s} {'step s':>8s} {'CPU s':>8s} {'peak RSS MB':>12s} {'delta MB':>10s} {'first loss':>11s}")
+    for name, r in results.items():
+        print(f"{name:10s} {r['step_time_s_median']:8.2f} {r['step_cpu_s_median']:8.2f} {r['peak_rss_mb']:12.0f} "
+              f"{r['peak_rss_delta_mb']:10.0f} {r['first_loss']:11.4f}")
+    for name, value in ratios.items():
+        print(f"{name}: {value:.3f}")
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

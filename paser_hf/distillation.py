@@ -1,0 +1,166 @@
+"""Token-level logit distillation losses, computed over chunks of tokens.
+
+For a completion token with student logits ``z_s`` and teacher logits ``z_t`` (vocabulary ``V``), temperature ``T``,
+``q = softmax(z_s / T)`` (student) and ``p = softmax(z_t / T)`` (teacher), the per-token divergence is
+
+- ``forward_kl``: ``T^2 * KL(p || q) = T^2 * sum_v p_v (log p_v - log q_v)``   (the paper's App. F objective)
+- ``reverse_kl``: ``T^2 * KL(q || p)``
+- ``jsd``: ``T^2 * (beta * KL(p || m) + (1 - beta) * KL(q || m))`` with ``m = beta * p + (1 - beta) * q``
+  (the generalised Jensen-Shannon divergence of GKD, arXiv 2306.13649)
+
+and the loss is its mean over the completion tokens. ``T^2`` keeps the gradient scale independent of ``T``.
+
+Memory: the vocabulary-sized tensors exist for one chunk of tokens at a time. `chunked_head_losses` starts from final
+hidden states and runs the LM heads inside `torch.utils.checkpoint`, so the backward pass recomputes one chunk's
+logits instead of keeping ``tokens x V`` float32 activations alive for the whole batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+KD_LOSSES = ("forward_kl", "reverse_kl", "jsd")
+IGNORE_INDEX = -100
+
+
+def divergence(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    kind: str = "forward_kl",
+    temperature: float = 1.0,
+    beta: float = 0.5,
+) -> torch.Tensor:
+    """Per-row divergence between the tempered distributions of two ``(N, V)`` logit tensors, in float32, times T^2.
+
+    Returns a tensor of shape ``(N,)``. See the module docstring for the formulas.
+    """
+    if kind not in KD_LOSSES:
+        raise ValueError(f"Unknown kd_loss {kind!r}; expected one of {KD_LOSSES}.")
+    log_q = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    log_p = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    if kind == "forward_kl":
+        per_token = F.kl_div(log_q, log_p, reduction="none", log_target=True).sum(-1)
+    elif kind == "reverse_kl":
+        per_token = F.kl_div(log_p, log_q, reduction="none", log_target=True).sum(-1)
+    else:
+        log_m = torch.logaddexp(log_p + math.log(beta), log_q + math.log1p(-beta))
+        kl_p = F.kl_div(log_m, log_p, reduction="none", log_target=True).sum(-1)
+        kl_q = F.kl_div(log_m, log_q, reduction="none", log_target=True).sum(-1)
+        per_token = beta * kl_p + (1.0 - beta) * kl_q
+    return per_token * temperature**2
+
+
+def completion_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mask of positions whose next token is trained, and those next tokens.
+
+    Position ``t`` predicts ``labels[t + 1]``; labels are -100 on prompt and padding tokens (trl's convention), so the
+    mask has shape ``(B, L - 1)`` and selects the rows of ``hidden[:, :-1]`` / ``logits[:, :-1]`` that enter the loss.
+    """
+    shifted = labels[:, 1:]
+    mask = shifted != IGNORE_INDEX
+    return mask, shifted[mask]
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    kind: str = "forward_kl",
+    temperature: float = 1.0,
+    beta: float = 0.5,
+    chunk_size: int = 256,
+) -> torch.Tensor:
+    """Mean divergence over the completion tokens of ``(B, L, V)`` logits; ``labels`` ``(B, L)`` with -100 masks.
+
+    The two logit tensors must be already materialised; only the float32 log-softmax work is chunked. When the
+    vocabularies differ only by padding rows, pass both sliced to the common ids.
+    """
+    mask, _ = completion_positions(labels)
+    student = student_logits[:, :-1][mask]
+    teacher = teacher_logits[:, :-1][mask.to(teacher_logits.device)].to(student.device)
+    total = student.new_zeros((), dtype=torch.float32)
+    for start in range(0, student.size(0), chunk_size):
+        end = start + chunk_size
+        total = total + divergence(student[start:end], teacher[start:end], kind, temperature, beta).sum()
+    return total / mask.sum().clamp(min=1)
+
+
+@dataclass
+class LogitHead:
+    """An LM head as a function of hidden states: ``cap * tanh(scale * (h W^T + b) / cap)``; no tanh without
+    ``softcap``. Runs on the weight's device and dtype."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None = None
+    softcap: float | None = None
+    scale: float = 1.0
+
+    def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = F.linear(hidden.to(self.weight.device, self.weight.dtype), self.weight, self.bias)
+        if self.scale != 1.0:
+            logits = logits * self.scale
+        if self.softcap is not None:
+            logits = self.softcap * torch.tanh(logits / self.softcap)
+        return logits
+
+
+class HeadLosses(NamedTuple):
+    """Sums over the completion tokens: divergence, cross-entropy, and the count of top-1 hits (no gradient)."""
+
+    kd_sum: torch.Tensor
+    ce_sum: torch.Tensor
+    num_correct: torch.Tensor
+
+
+def chunked_head_losses(
+    student_hidden: torch.Tensor,
+    teacher_hidden: torch.Tensor,
+    targets: torch.Tensor,
+    student_head: LogitHead,
+    teacher_head: LogitHead,
+    kind: str = "forward_kl",
+    temperature: float = 1.0,
+    beta: float = 0.5,
+    kd_vocab_size: int | None = None,
+    chunk_size: int = 256,
+) -> HeadLosses:
+    """Distillation and cross-entropy sums from final hidden states of the completion tokens, chunk by chunk.
+
+    ``student_hidden`` ``(N, H_s)``, ``teacher_hidden`` ``(N, H_t)`` (any device) and ``targets`` ``(N,)`` are the
+    rows selected with `completion_positions`. Per chunk: ``z_s = student_head(h_s)``, ``z_t = teacher_head(h_t)``
+    (no gradient); ``ce = -log_softmax(z_s)[target]`` over the student's whole vocabulary; the divergence over the
+    first ``kd_vocab_size`` ids (the ids both heads share). With gradients enabled each chunk runs under
+    `torch.utils.checkpoint`: the backward pass recomputes that chunk's logits (both heads' matmuls) rather than
+    storing them, so one chunk's ``chunk_size x V`` tensors are alive at a time.
+    """
+    device = student_hidden.device
+
+    def one_chunk(h_s: torch.Tensor, h_t: torch.Tensor, y: torch.Tensor):
+        z_s = student_head(h_s).to(device)
+        with torch.no_grad():
+            z_t = teacher_head(h_t).to(device)
+        log_probs = F.log_softmax(z_s.float(), dim=-1)
+        ce = -log_probs.gather(-1, y[:, None]).sum()
+        vocab = kd_vocab_size or min(z_s.size(-1), z_t.size(-1))
+        kd = divergence(z_s[:, :vocab], z_t[:, :vocab], kind, temperature, beta).sum()
+        correct = (z_s.detach().argmax(-1) == y).sum()
+        return kd, ce, correct
+
+    # Starting from zero * hidden keeps the result attached to the graph when there is no completion token.
+    zero = student_hidden.sum().float() * 0.0
+    kd_sum, ce_sum, num_correct = zero, zero, torch.zeros((), dtype=torch.long, device=device)
+    for start in range(0, student_hidden.size(0), chunk_size):
+        end = start + chunk_size
+        args = (student_hidden[start:end], teacher_hidden[start:end], targets[start:end])
+        if torch.is_grad_enabled():
+            kd, ce, correct = checkpoint(one_chunk, *args, use_reentrant=False, preserve_rng_state=False)
+        else:
+            kd, ce, correct = one_chunk(*args)
+        kd_sum, ce_sum, num_correct = kd_sum + kd, ce_sum + ce, num_correct + correct
+    return HeadLosses(kd_sum, ce_sum, num_correct)

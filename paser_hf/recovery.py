@@ -1,0 +1,436 @@
+"""Recovery training of a pruned model (spec section 5): LoRA SFT and logit distillation from the unpruned teacher.
+
+``loss = (1 - kd_alpha) * CE + kd_alpha * KD``, both means over the completion tokens (the tokens whose label is not
+-100, the mask `trl.SFTTrainer` builds). ``kd_alpha = 0`` is `trl.SFTTrainer` unchanged; ``kd_alpha = 1`` is the
+paper's pure KD (App. F). `RecoveryTrainer` changes only `compute_loss` and adds a teacher.
+"""
+
+from __future__ import annotations
+
+import logging
+import textwrap
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from accelerate.utils import is_peft_model
+from datasets import Dataset
+from torch.distributed.tensor import DTensor
+from transformers import AutoTokenizer, PreTrainedModel
+from trl import SFTConfig, SFTTrainer
+from trl.data_utils import get_dataset_column_names
+from trl.models import prepare_deepspeed, prepare_fsdp
+from trl.trainer.utils import (
+    create_model_from_path,
+    disable_dropout_in_model,
+    get_config_model_id,
+    maybe_gather_lm_head_ctx,
+)
+
+from .distillation import (
+    KD_LOSSES,
+    LogitHead,
+    chunked_head_losses,
+    completion_positions,
+)
+from .formatting import to_trl_dataset
+
+logger = logging.getLogger(__name__)
+
+KD_SCHEDULES = ("constant", "kd_then_sft", "sft_then_kd")
+
+PASER_PAPER = {
+    "title": "PASER: Post-Training Data Selection for Efficient Pruned Large Language Model Recovery",
+    "id": "2502.12594",
+    "citation": textwrap.dedent("""\
+        @article{he2025paser,
+            title   = {{PASER: Post-Training Data Selection for Efficient Pruned Large Language Model Recovery}},
+            author  = {Bowei He and Lihao Yin and Hui-Ling Zhen and Xiaokun Zhang and Mingxuan Yuan and Chen Ma},
+            year    = 2025,
+            journal = {arXiv preprint arXiv:2502.12594},
+        }"""),
+}
+
+
+@dataclass
+class RecoveryConfig(SFTConfig):
+    """Configuration of `RecoveryTrainer`: `trl.SFTConfig` plus the distillation settings.
+
+    ``loss = (1 - kd_alpha) * CE + kd_alpha * kd_temperature^2 * D(teacher, student)`` on the completion tokens, ``D``
+    chosen by ``kd_loss`` (see `paser_hf.distillation`). The paper's LoRA settings (r=8, effective batch 64, 2 epochs,
+    lr 1e-4) are set in the recipes, not as defaults here.
+    """
+
+    _VALID_DICT_FIELDS = SFTConfig._VALID_DICT_FIELDS + ["teacher_model_init_kwargs"]
+
+    kd_alpha: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the distillation term, in [0, 1]: loss = (1 - kd_alpha) * CE + kd_alpha * KD. "
+            "0 is plain SFT (no teacher needed); 1 is pure logit distillation (the paper's App. F)."
+        },
+    )
+    kd_temperature: float = field(
+        default=1.0,
+        metadata={"help": "Softmax temperature T (> 0) of both distributions; the divergence is multiplied by T^2."},
+    )
+    kd_loss: str = field(
+        default="forward_kl",
+        metadata={
+            "help": "Divergence: 'forward_kl' KL(teacher || student), 'reverse_kl' KL(student || teacher), or 'jsd' "
+            "(generalised Jensen-Shannon with weight kd_jsd_beta on the teacher).",
+            "choices": list(KD_LOSSES),
+        },
+    )
+    kd_jsd_beta: float = field(
+        default=0.5,
+        metadata={
+            "help": "Mixture weight beta in (0, 1) of the generalised JSD: m = beta * teacher + (1 - beta) * student."
+        },
+    )
+    kd_chunk_size: int = field(
+        default=256,
+        metadata={
+            "help": "Completion tokens whose vocabulary-sized logits are alive at once in the distillation loss. "
+            "Larger is faster, smaller uses less memory."
+        },
+    )
+    kd_schedule: str = field(
+        default="constant",
+        metadata={
+            "help": "'constant' uses kd_alpha throughout. The paper's cascades: 'kd_then_sft' uses kd_alpha for the "
+            "first kd_stage_ratio of the training steps and plain SFT (alpha 0) after; 'sft_then_kd' the reverse.",
+            "choices": list(KD_SCHEDULES),
+        },
+    )
+    kd_stage_ratio: float = field(
+        default=0.5,
+        metadata={
+            "help": "Fraction in (0, 1) of the optimizer steps given to the first stage of a staged kd_schedule."
+        },
+    )
+    teacher_model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Path or name of the unpruned teacher, loaded by the trainer when no teacher_model is passed. "
+            "It must use the student's tokenizer."
+        },
+    )
+    teacher_model_init_kwargs: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Keyword arguments for `from_pretrained` when the teacher is given by name (e.g. "
+            "'{\"dtype\": \"bfloat16\"}'); dtype defaults to float32."
+        },
+    )
+
+    def __post_init__(self):
+        if not 0.0 <= self.kd_alpha <= 1.0:
+            raise ValueError(f"kd_alpha must be in [0, 1], got {self.kd_alpha}.")
+        if not self.kd_temperature > 0.0:
+            raise ValueError(f"kd_temperature must be > 0, got {self.kd_temperature}.")
+        if self.kd_loss not in KD_LOSSES:
+            raise ValueError(f"kd_loss must be one of {KD_LOSSES}, got {self.kd_loss!r}.")
+        if not 0.0 < self.kd_jsd_beta < 1.0:
+            raise ValueError(
+                f"kd_jsd_beta must be in (0, 1), got {self.kd_jsd_beta}; for the limits use kd_loss='forward_kl' or "
+                "'reverse_kl'."
+            )
+        if self.kd_chunk_size < 1:
+            raise ValueError(f"kd_chunk_size must be >= 1, got {self.kd_chunk_size}.")
+        if self.kd_schedule not in KD_SCHEDULES:
+            raise ValueError(f"kd_schedule must be one of {KD_SCHEDULES}, got {self.kd_schedule!r}.")
+        if self.kd_schedule != "constant" and self.kd_alpha == 0.0:
+            raise ValueError(f"kd_schedule={self.kd_schedule!r} alternates KD and SFT stages; it needs kd_alpha > 0.")
+        if not 0.0 < self.kd_stage_ratio < 1.0:
+            raise ValueError(f"kd_stage_ratio must be in (0, 1), got {self.kd_stage_ratio}.")
+        super().__post_init__()
+
+
+def _is_alpaca(dataset) -> bool:
+    if not isinstance(dataset, Dataset):
+        return False
+    columns = set(get_dataset_column_names(dataset))
+    return {"instruction", "output"} <= columns and not columns & {"prompt", "messages", "text", "input_ids"}
+
+
+def _alpaca_as_prompt_completion(dataset, tokenizer):
+    """Alpaca rows (a `PaserDatasetSelector` subset) mapped to prompt-completion; other datasets unchanged."""
+    return to_trl_dataset(dataset, tokenizer, dataset_format="alpaca") if _is_alpaca(dataset) else dataset
+
+
+def _local_tokenizer(name_or_path: str | None):
+    """The tokenizer saved with a model, read from local files only; None when there is none."""
+    if not name_or_path:
+        return None
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path, local_files_only=True)
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _full_head_tensors(weight: torch.Tensor, bias: torch.Tensor | None):
+    """An LM head's whole weight and bias, usable outside the model's forward and across a checkpointed backward.
+
+    FSDP2 keeps parameters as sharded DTensors: they are all-gathered (differentiably, so a trainable head still gets
+    its gradient). ZeRO-3 partitions are gathered and copied (the head must be frozen). Both are collectives, so this
+    runs once per step on every rank, never per chunk.
+    """
+    if isinstance(weight, DTensor):
+        return weight.full_tensor(), (bias.full_tensor() if isinstance(bias, DTensor) else bias)
+    gather = maybe_gather_lm_head_ctx(weight, bias)
+    if isinstance(gather, nullcontext):
+        return weight, bias
+    with gather:
+        return weight.detach().clone(), (None if bias is None else bias.detach().clone())
+
+
+def _input_device(model) -> torch.device:
+    return model.get_input_embeddings().weight.device
+
+
+class RecoveryTrainer(SFTTrainer):
+    """`trl.SFTTrainer` with an optional frozen teacher and a chunked distillation term.
+
+    What changes, and why:
+    - ``__init__`` maps Alpaca columns to prompt-completion (so a `PaserDatasetSelector` subset trains on the tokens
+      PASER scored), then loads, checks and prepares the teacher after `SFTTrainer.__init__` has built the
+      accelerator.
+    - ``compute_loss``: with ``kd_alpha == 0`` (or in the SFT stage of a staged schedule) it is `SFTTrainer`'s. Else
+      the student runs without labels and with ``output_hidden_states=True, logits_to_keep=1``: the ordinary forward
+      through every wrapper (DDP, FSDP, DeepSpeed, PEFT), which skips trl's fused LM head (it returns no logits) and
+      the model's own full-sequence logits. The final hidden states of the completion positions of both models then
+      go through their LM heads chunk by chunk (`paser_hf.distillation.chunked_head_losses`), which gives the KD
+      term and the CE term from the same student logits.
+
+    The teacher is frozen (``requires_grad=False``), in eval mode with dropout off, and prepared like trl prepares
+    reference models: `prepare_deepspeed` under DeepSpeed (sharded under ZeRO-3), `prepare_fsdp` under FSDP, else
+    `Accelerator.prepare_model(evaluation_mode=True)`. A teacher already on an accelerator or dispatched with a
+    ``device_map`` stays where it is: its LM head runs where its weight is and each chunk of its logits is moved to
+    the student's device.
+    """
+
+    _tag_names: ClassVar[list[str]] = ["trl", "sft", "paser", "pruning-recovery"]
+    _name = "PASER recovery"
+    _paper = PASER_PAPER
+
+    def __init__(
+        self,
+        model: str | PreTrainedModel,
+        teacher_model: str | PreTrainedModel | None = None,
+        args: RecoveryConfig | None = None,
+        data_collator=None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        peft_config=None,
+        **kwargs,
+    ):
+        if args is None:
+            name = model if isinstance(model, str) else get_config_model_id(model.config)
+            args = RecoveryConfig(f"{str(name).rstrip('/').split('/')[-1]}-recovered")
+        elif not isinstance(args, RecoveryConfig):
+            raise TypeError(f"args must be a RecoveryConfig, got {type(args).__name__}.")
+        if teacher_model is None:
+            teacher_model = args.teacher_model_name_or_path
+        if args.kd_alpha > 0.0 and teacher_model is None:
+            raise ValueError(
+                f"kd_alpha={args.kd_alpha} needs a teacher: pass teacher_model= (the unpruned model) or set "
+                "RecoveryConfig.teacher_model_name_or_path; kd_alpha=0 trains with plain SFT and no teacher."
+            )
+        if args.kd_alpha == 0.0 and teacher_model is not None:
+            logger.warning("kd_alpha=0: the teacher is not used and is not loaded.")
+            teacher_model = None
+        if teacher_model is not None and not isinstance(teacher_model, str) and args.teacher_model_init_kwargs:
+            raise ValueError("teacher_model_init_kwargs only applies to a teacher given by name; this one is loaded.")
+
+        if processing_class is None and _is_alpaca(train_dataset):
+            processing_class = AutoTokenizer.from_pretrained(
+                model if isinstance(model, str) else get_config_model_id(model.config)
+            )
+        train_dataset = _alpaca_as_prompt_completion(train_dataset, processing_class)
+        if isinstance(eval_dataset, dict):
+            eval_dataset = {k: _alpaca_as_prompt_completion(v, processing_class) for k, v in eval_dataset.items()}
+        elif eval_dataset is not None:
+            eval_dataset = _alpaca_as_prompt_completion(eval_dataset, processing_class)
+
+        super().__init__(
+            model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            peft_config=peft_config,
+            **kwargs,
+        )
+
+        self.teacher_model = None
+        self.kd_vocab_size = None
+        if teacher_model is not None:
+            teacher_name = teacher_model if isinstance(teacher_model, str) else None
+            if teacher_name is not None:
+                teacher_model = self._load_teacher(teacher_name)
+            self.kd_vocab_size = self._check_vocabularies(teacher_model, teacher_name)
+            self._check_student_for_kd()
+            self.teacher_model = self._prepare_teacher(teacher_model)
+
+    def _load_teacher(self, name_or_path: str) -> PreTrainedModel:
+        init_kwargs = dict(self.args.teacher_model_init_kwargs or {})
+        if self.args.distributed_state.distributed_type in ("MULTI_GPU", "DEEPSPEED"):
+            init_kwargs["device_map"] = None  # as trl does: "auto" fails under DDP / DeepSpeed
+        init_kwargs.setdefault("trust_remote_code", self.args.trust_remote_code)
+        return create_model_from_path(name_or_path, **init_kwargs)
+
+    def _check_vocabularies(self, teacher: PreTrainedModel, teacher_name: str | None) -> int:
+        """Both models must score the tokenizer's ids; returns the number of ids the divergence compares.
+
+        Embedding matrices padded to different sizes are fine (the common ids are compared); a teacher whose saved
+        tokenizer differs from the student's, or a model with fewer ids than the tokenizer, is an error.
+        """
+        num_tokens = len(self._tokenizer)
+        student_rows = self.model.config.get_text_config().vocab_size
+        teacher_rows = teacher.config.get_text_config().vocab_size
+        for who, rows in (("student", student_rows), ("teacher", teacher_rows)):
+            if rows < num_tokens:
+                raise ValueError(
+                    f"The {who} has {rows} vocabulary ids but the tokenizer has {num_tokens} tokens. Distillation "
+                    "compares teacher and student token by token, so both must use the student's tokenizer."
+                )
+        teacher_tokenizer = _local_tokenizer(teacher_name or getattr(teacher.config, "_name_or_path", None))
+        if teacher_tokenizer is not None and teacher_tokenizer.get_vocab() != self._tokenizer.get_vocab():
+            raise ValueError(
+                f"The teacher's tokenizer ({teacher_name or teacher.config._name_or_path}) differs from the student's "
+                "processing_class. Distillation needs one shared tokenizer: use the unpruned model the student was "
+                "pruned from."
+            )
+        if student_rows != teacher_rows:
+            logger.info("Student and teacher have %d and %d vocabulary rows: comparing the first %d ids.",
+                        student_rows, teacher_rows, min(student_rows, teacher_rows))
+        return min(student_rows, teacher_rows)
+
+    def _check_student_for_kd(self) -> None:
+        if is_peft_model(self.model) and self.model.active_peft_config.is_prompt_learning:
+            raise ValueError(
+                "Prompt-learning adapters (prompt/prefix tuning) add virtual tokens, which shifts the hidden states "
+                "the distillation loss reads; use a weight adapter such as LoRA."
+            )
+        head = self.model.get_output_embeddings()
+        zero3 = self.args.deepspeed_plugin is not None and self.args.deepspeed_plugin.zero_stage == 3
+        if zero3 and any(p.requires_grad for p in head.parameters()):
+            raise ValueError(
+                "Under DeepSpeed ZeRO-3 the distillation loss needs a frozen LM head (the chunked loss reads a copy of "
+                "its gathered weight). Train with LoRA (lm_head not in target_modules) or use ZeRO-2 / FSDP."
+            )
+
+    def _prepare_teacher(self, teacher: PreTrainedModel):
+        teacher.eval()
+        teacher.requires_grad_(False)
+        disable_dropout_in_model(teacher)
+        if self.is_deepspeed_enabled:
+            return prepare_deepspeed(teacher, self.accelerator)
+        if self.is_fsdp_enabled:
+            return prepare_fsdp(teacher, self.accelerator)
+        placed = getattr(teacher, "hf_device_map", None) or _input_device(teacher).type not in ("cpu", "meta")
+        return self.accelerator.prepare_model(teacher, device_placement=not placed, evaluation_mode=True)
+
+    def current_kd_alpha(self) -> float:
+        """``kd_alpha``, or 0 during the SFT stage of a staged ``kd_schedule`` (the first stage covers
+        ``kd_stage_ratio * max_steps`` optimizer steps)."""
+        if self.teacher_model is None:
+            return 0.0
+        if self.args.kd_schedule == "constant":
+            return self.args.kd_alpha
+        in_first_stage = self.state.global_step < self.args.kd_stage_ratio * max(self.state.max_steps, 1)
+        kd_stage = in_first_stage == (self.args.kd_schedule == "kd_then_sft")
+        return self.args.kd_alpha if kd_stage else 0.0
+
+    def _logit_head(self, model) -> LogitHead:
+        module = self.accelerator.unwrap_model(model)
+        head = module.get_output_embeddings()
+        weight, bias = _full_head_tensors(head.weight, head.bias)
+        config = module.config.get_text_config()
+        return LogitHead(
+            weight, bias, softcap=getattr(config, "final_logit_softcapping", None),
+            scale=getattr(config, "logit_scale", None) or 1.0,
+        )
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        kd_alpha = self.current_kd_alpha()
+        if kd_alpha == 0.0:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+        mode = "train" if self.model.training else "eval"
+        labels = inputs["labels"]
+        model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+        hidden_inputs = {**model_inputs, "use_cache": False, "output_hidden_states": True, "logits_to_keep": 1}
+
+        student_hidden = model(**hidden_inputs).hidden_states[-1]
+        teacher_device = _input_device(self.accelerator.unwrap_model(self.teacher_model))
+        with torch.no_grad():
+            teacher_hidden = self.teacher_model(
+                **{k: v.to(teacher_device) if torch.is_tensor(v) else v for k, v in hidden_inputs.items()}
+            ).hidden_states[-1]
+
+        mask, targets = completion_positions(labels)
+        losses = chunked_head_losses(
+            student_hidden[:, :-1][mask],
+            teacher_hidden[:, :-1][mask.to(teacher_hidden.device)],
+            targets,
+            self._logit_head(model),
+            self._logit_head(self.teacher_model),
+            kind=self.args.kd_loss,
+            temperature=self.args.kd_temperature,
+            beta=self.args.kd_jsd_beta,
+            kd_vocab_size=self.kd_vocab_size,
+            chunk_size=self.args.kd_chunk_size,
+        )
+        # Normalised like SFTTrainer's loss: by the completion tokens of the whole accumulated batch when known.
+        num_tokens = mask.sum() if num_items_in_batch is None else num_items_in_batch
+        num_tokens = torch.as_tensor(num_tokens, device=losses.ce_sum.device).clamp(min=1)
+        loss = ((1.0 - kd_alpha) * losses.ce_sum + kd_alpha * losses.kd_sum) / num_tokens
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+        self._record_kd_metrics(mode, inputs, mask, losses)
+
+        if return_outputs:
+            with torch.no_grad():
+                return loss, model(**model_inputs)
+        return loss
+
+    def _record_kd_metrics(self, mode, inputs, mask, losses) -> None:
+        gather = self.accelerator.gather_for_metrics
+        count = gather(mask.sum()).sum().clamp(min=1)
+        metrics = self._metrics[mode]
+        metrics["kd_loss"].append((gather(losses.kd_sum.detach()).sum() / count).item())
+        metrics["ce_loss"].append((gather(losses.ce_sum.detach()).sum() / count).item())
+        metrics["mean_token_accuracy"].append((gather(losses.num_correct).sum() / count).item())
+        if mode == "train":
+            if "attention_mask" in inputs:
+                local = inputs["attention_mask"].sum()
+            else:
+                local = torch.tensor(inputs["position_ids"].size(1), device=inputs["position_ids"].device)
+            self._total_train_tokens += gather(local).sum().item() // self._tp_size
+        metrics["num_tokens"] = [self._total_train_tokens]
+
+
+def merge_adapters_keep_sparsity(model):
+    """Merge LoRA adapters into the base weights and keep the base weights' zeros: returns the merged base model.
+
+    A LoRA update ``B A`` is dense, so `merge_and_unload` fills the zeroed weights of an unstructured-pruned student.
+    For each adapted layer this merges ``W <- W + s * B A`` and then sets ``W[W_before == 0] = 0``, one layer at a time
+    (one boolean mask alive at once). Use it instead of ``model.merge_and_unload()`` when the recovered model must stay
+    as sparse as the pruned one; the dropped update entries are the price of keeping the sparsity pattern.
+    """
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    if not is_peft_model(model):
+        raise TypeError(f"Expected a PeftModel with adapters to merge, got {type(model).__name__}.")
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, BaseTunerLayer) and not module.merged:
+                zeros = module.get_base_layer().weight == 0
+                module.merge()
+                module.get_base_layer().weight.masked_fill_(zeros, 0.0)
+    return model.unload()

@@ -1,0 +1,127 @@
+"""The chunked distillation losses against a slow per-position reference."""
+
+import math
+
+import pytest
+import torch
+
+from paser_hf.distillation import (
+    LogitHead,
+    chunked_head_losses,
+    completion_positions,
+    distillation_loss,
+    divergence,
+)
+
+
+def reference_divergence(student_row, teacher_row, kind, temperature, beta):
+    """One position, float64, written out from the definitions."""
+    q = torch.softmax(student_row.double() / temperature, -1).tolist()
+    p = torch.softmax(teacher_row.double() / temperature, -1).tolist()
+
+    def kl(a, b):
+        return sum(x * (math.log(x) - math.log(y)) for x, y in zip(a, b) if x > 0)
+
+    if kind == "forward_kl":
+        value = kl(p, q)
+    elif kind == "reverse_kl":
+        value = kl(q, p)
+    else:
+        m = [beta * x + (1 - beta) * y for x, y in zip(p, q)]
+        value = beta * kl(p, m) + (1 - beta) * kl(q, m)
+    return value * temperature**2
+
+
+def reference_loss(student_logits, teacher_logits, labels, kind, temperature, beta):
+    total, count = 0.0, 0
+    batch, length, _ = student_logits.shape
+    for b in range(batch):
+        for t in range(length - 1):
+            if labels[b, t + 1] == -100:
+                continue
+            total += reference_divergence(student_logits[b, t], teacher_logits[b, t], kind, temperature, beta)
+            count += 1
+    return total / count
+
+
+def masked_batch(batch=3, length=9, vocab=17, seed=0):
+    """Random logits and labels with a prompt (first tokens) and right padding masked with -100."""
+    gen = torch.Generator().manual_seed(seed)
+    student = torch.randn(batch, length, vocab, generator=gen) * 2
+    teacher = torch.randn(batch, length, vocab, generator=gen) * 2
+    labels = torch.randint(0, vocab, (batch, length), generator=gen)
+    labels[:, :3] = -100
+    labels[1, 6:] = -100
+    labels[2, 4] = -100
+    return student, teacher, labels
+
+
+@pytest.mark.parametrize("kind", ["forward_kl", "reverse_kl", "jsd"])
+@pytest.mark.parametrize("temperature", [1.0, 0.5, 2.0])
+def test_distillation_loss_matches_reference(kind, temperature):
+    student, teacher, labels = masked_batch()
+    beta = 0.3
+    got = distillation_loss(student, teacher, labels, kind, temperature, beta, chunk_size=4)
+    want = reference_loss(student, teacher, labels, kind, temperature, beta)
+    assert got.item() == pytest.approx(want, rel=1e-5, abs=1e-6)
+
+
+def test_divergence_of_identical_distributions_is_zero():
+    logits = torch.randn(5, 11)
+    for kind in ("forward_kl", "reverse_kl", "jsd"):
+        assert divergence(logits, logits.clone(), kind).abs().max() < 1e-6
+
+
+def test_divergence_rejects_unknown_kind():
+    with pytest.raises(ValueError, match="kd_loss"):
+        divergence(torch.zeros(1, 3), torch.zeros(1, 3), "tvd")
+
+
+def test_completion_positions_shift_labels():
+    labels = torch.tensor([[-100, -100, 5, 6, -100]])
+    mask, targets = completion_positions(labels)
+    assert mask.tolist() == [[False, True, True, False]]
+    assert targets.tolist() == [5, 6]
+
+
+def unchunked_head_losses(h_s, h_t, targets, head_s, head_t, kind, temperature, beta, vocab):
+    z_s, z_t = head_s(h_s), head_t(h_t).detach()
+    ce = torch.nn.functional.cross_entropy(z_s, targets, reduction="sum")
+    kd = divergence(z_s[:, :vocab], z_t[:, :vocab], kind, temperature, beta).sum()
+    return kd, ce
+
+
+@pytest.mark.parametrize("kind", ["forward_kl", "reverse_kl", "jsd"])
+@pytest.mark.parametrize("softcap", [None, 3.0])
+def test_chunked_head_losses_match_full_logits_values_and_gradients(kind, softcap):
+    gen = torch.Generator().manual_seed(1)
+    n, hidden, vocab_s, vocab_t = 13, 8, 23, 21
+    h_s = torch.randn(n, hidden, generator=gen, dtype=torch.float64)
+    h_t = torch.randn(n, hidden + 2, generator=gen, dtype=torch.float64)
+    w_s = torch.randn(vocab_s, hidden, generator=gen, dtype=torch.float64)
+    w_t = torch.randn(vocab_t, hidden + 2, generator=gen, dtype=torch.float64)
+    targets = torch.randint(0, vocab_s, (n,), generator=gen)
+    head_t = LogitHead(w_t, softcap=softcap, scale=0.7)
+
+    def run(chunked):
+        hs, ws = h_s.clone().requires_grad_(), w_s.clone().requires_grad_()
+        head_s = LogitHead(ws, softcap=softcap, scale=0.7)
+        if chunked:
+            out = chunked_head_losses(hs, h_t, targets, head_s, head_t, kind, 1.5, 0.4, vocab_t, chunk_size=4)
+            kd, ce = out.kd_sum, out.ce_sum
+        else:
+            kd, ce = unchunked_head_losses(hs, h_t, targets, head_s, head_t, kind, 1.5, 0.4, vocab_t)
+        (0.3 * kd + 0.7 * ce).backward()
+        return kd.detach(), ce.detach(), hs.grad, ws.grad
+
+    got, want = run(True), run(False)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a.double(), b.double(), rtol=1e-5, atol=1e-6)
+
+
+def test_chunked_head_losses_without_completion_tokens_are_differentiable_zeros():
+    h = torch.randn(0, 4, requires_grad=True)
+    head = LogitHead(torch.randn(7, 4))
+    out = chunked_head_losses(h, torch.randn(0, 4), torch.zeros(0, dtype=torch.long), head, head)
+    out.kd_sum.backward()
+    assert out.kd_sum.item() == 0.0 and out.ce_sum.item() == 0.0 and out.num_correct.item() == 0

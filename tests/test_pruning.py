@@ -1,0 +1,279 @@
+"""Pruning on tiny random Llama models: exact sparsity, Wanda against a slow reference, N:M, structured shrinking."""
+
+import copy
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from torch import nn
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from paser_hf.pruning import PruningReport, decoder_layers, prune_model
+
+WORDS = [
+    "the",
+    "a",
+    "cat",
+    "dog",
+    "sat",
+    "on",
+    "mat",
+    "ran",
+    "fast",
+    "slow",
+    "big",
+    "small",
+    "red",
+    "blue",
+    "and",
+    "or",
+    "then",
+    "it",
+    "was",
+    "is",
+]
+TEXTS = [
+    "the cat sat on the mat and the dog ran fast",
+    "a big red dog was slow then it sat",
+    "the small blue cat ran and it is fast",
+]
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    vocab = {"[UNK]": 0, "[PAD]": 1, **{w: i + 2 for i, w in enumerate(WORDS)}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]")
+
+
+def tiny_llama(seed: int = 0, layers: int = 2) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(WORDS) + 2,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        pad_token_id=1,
+    )
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.normal_(0, 0.2)
+    return model
+
+
+def decoder_linears(model):
+    return [
+        (f"{i}.{n}", m)
+        for i, layer in enumerate(decoder_layers(model))
+        for n, m in layer.named_modules()
+        if isinstance(m, nn.Linear)
+    ]
+
+
+def ids_of(text: str) -> torch.Tensor:
+    return tiny_tokenizer()(text, return_tensors="pt").input_ids
+
+
+def test_magnitude_exact_sparsity_per_layer_and_smallest_removed():
+    model = tiny_llama()
+    original = copy.deepcopy(model)
+    report = prune_model(model, method="magnitude", sparsity=0.3)
+    assert isinstance(report, PruningReport)
+    for (name, pruned), (_, dense) in zip(decoder_linears(model), decoder_linears(original)):
+        zero = pruned.weight == 0
+        assert int(zero.sum()) == int(dense.weight.numel() * 0.3), name
+        assert dense.weight[zero].abs().max() <= dense.weight[~zero].abs().min(), name
+        assert torch.equal(pruned.weight[~zero], dense.weight[~zero])
+    assert torch.equal(model.model.embed_tokens.weight, original.model.embed_tokens.weight)
+    assert torch.equal(model.lm_head.weight, original.lm_head.weight)
+    total = sum(m.weight.numel() for _, m in decoder_linears(model))
+    expected = sum(int(m.weight.numel() * 0.3) for _, m in decoder_linears(model)) / total
+    assert report.sparsity == pytest.approx(expected)
+    assert report.num_parameters_after == report.num_parameters_before
+    assert report.to_dict()["method"] == "magnitude"
+
+
+def test_magnitude_per_row():
+    model = tiny_llama()
+    original = copy.deepcopy(model)
+    prune_model(model, method="magnitude", sparsity=0.5, per_row=True)
+    for (_, pruned), (_, dense) in zip(decoder_linears(model), decoder_linears(original)):
+        zero = pruned.weight == 0
+        assert (zero.sum(1) == dense.in_features // 2).all()
+        for row in range(dense.out_features):
+            w = dense.weight[row].abs()
+            assert w[zero[row]].max() <= w[~zero[row]].min()
+
+
+def reference_wanda_masks(dense: LlamaForCausalLM, layer_index: int, sparsity=None, n_m=None) -> dict:
+    """Slow Wanda: per-feature input norms from hooks on a dense forward, then a scalar loop over the scores."""
+    layer = decoder_layers(dense)[layer_index]
+    seen = {}
+    hooks = [
+        m.register_forward_hook(lambda mod, args, out, n=n: seen.setdefault(n, []).append(args[0][0]))
+        for n, m in layer.named_modules()
+        if isinstance(m, nn.Linear)
+    ]
+    with torch.no_grad():
+        for text in TEXTS:
+            dense(input_ids=ids_of(text))
+    for h in hooks:
+        h.remove()
+    masks = {}
+    for name, module in layer.named_modules():
+        if not isinstance(module, nn.Linear):
+            continue
+        tokens = torch.cat(seen[name]).detach()  # (all calibration tokens, in_features)
+        weight = module.weight.detach()
+        rows, cols = weight.shape
+        norm = [sum(float(tokens[t, j]) ** 2 for t in range(tokens.shape[0])) ** 0.5 for j in range(cols)]
+        mask = torch.zeros(rows, cols, dtype=torch.bool)
+        for i in range(rows):
+            score = [abs(float(weight[i, j])) * norm[j] for j in range(cols)]
+            if n_m is None:
+                groups = [list(range(cols))]
+                drop = int(cols * sparsity)
+            else:
+                groups = [list(range(g, g + n_m[1])) for g in range(0, cols, n_m[1])]
+                drop = n_m[1] - n_m[0]
+            for group in groups:
+                for j in sorted(group, key=lambda j: score[j])[:drop]:
+                    mask[i, j] = True
+        masks[name] = mask
+    return masks
+
+
+@pytest.mark.parametrize("sparsity,n_m", [(0.5, None), (None, (2, 4))])
+def test_wanda_matches_slow_reference_layer_by_layer(sparsity, n_m):
+    dense = tiny_llama()
+    model = copy.deepcopy(dense)
+    report = prune_model(
+        model, method="wanda", sparsity=sparsity, n_m=n_m, calibration_texts=TEXTS, tokenizer=tiny_tokenizer()
+    )
+    assert report.calibration_tokens == sum(ids_of(t).numel() for t in TEXTS)
+    for index in range(2):
+        # layer `index` is pruned seeing the inputs from the already-pruned layers before it
+        reference = reference_wanda_masks(dense, index, sparsity, n_m)
+        pruned_layer = decoder_layers(model)[index]
+        for name, module in pruned_layer.named_modules():
+            if isinstance(module, nn.Linear):
+                assert torch.equal(module.weight == 0, reference[name]), (index, name)
+        decoder_layers(dense)[index].load_state_dict(pruned_layer.state_dict())
+    assert report.sparsity == pytest.approx(0.5)
+
+
+def test_n_m_pattern_holds_in_every_group():
+    model = tiny_llama()
+    report = prune_model(
+        model, method="wanda", sparsity=None, n_m=(1, 4), calibration_texts=TEXTS, tokenizer=tiny_tokenizer()
+    )
+    for name, module in decoder_linears(model):
+        groups = (module.weight != 0).reshape(module.out_features, -1, 4)
+        assert (groups.sum(-1) == 1).all(), name
+    assert report.sparsity == pytest.approx(0.75)
+    model = tiny_llama()
+    prune_model(model, method="magnitude", n_m=(2, 4))
+    for name, module in decoder_linears(model):
+        assert ((module.weight != 0).reshape(module.out_features, -1, 4).sum(-1) == 2).all(), name
+
+
+@pytest.mark.parametrize("calibrated", [False, True])
+def test_structured_mlp_shrinks_and_keeps_outputs_when_removed_channels_are_dead(tmp_path, calibrated):
+    model = tiny_llama(seed=1)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for layer in decoder_layers(model):
+            dead = torch.randperm(64, generator=generator)[:16]
+            layer.mlp.down_proj.weight[:, dead] = 0  # these channels contribute nothing to the output
+    x = ids_of(TEXTS[0])
+    with torch.no_grad():
+        before = model(input_ids=x).logits
+    kwargs = {"calibration_texts": TEXTS, "tokenizer": tiny_tokenizer()} if calibrated else {}
+    report = prune_model(model, method="structured_mlp", sparsity=0.25, **kwargs)
+    removed = 2 * 16 * 3 * 32  # layers x channels x (gate row + up row + down column) x hidden
+    assert report.num_parameters_before - report.num_parameters_after == removed
+    assert model.config.intermediate_size == 48
+    for layer in decoder_layers(model):
+        assert layer.mlp.gate_proj.weight.shape == (48, 32) and layer.mlp.down_proj.weight.shape == (32, 48)
+        assert (layer.mlp.down_proj.weight != 0).all()
+    linear_weights = 2 * (2 * 32 * 32 + 2 * 32 * 16 + 3 * 32 * 64)  # q, o; k, v (2 kv heads of 8); MLP
+    assert report.sparsity == pytest.approx(removed / linear_weights)
+    with torch.no_grad():
+        after = model(input_ids=x).logits
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert reloaded.config.intermediate_size == 48
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(input_ids=x).logits, after)
+
+
+def test_wanda_pruned_model_round_trips(tmp_path):
+    model = tiny_llama()
+    prune_model(model, method="wanda", n_m=(2, 4), sparsity=None, calibration_texts=TEXTS, tokenizer=tiny_tokenizer())
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    for (_, a), (_, b) in zip(decoder_linears(model), decoder_linears(reloaded)):
+        assert torch.equal(a.weight, b.weight)
+
+
+def test_layer_drop_removes_the_identity_layer_and_reloads(tmp_path):
+    model = tiny_llama(layers=3)
+    with torch.no_grad():  # layer 1 becomes the identity: its residual branches output zero
+        decoder_layers(model)[1].self_attn.o_proj.weight.zero_()
+        decoder_layers(model)[1].mlp.down_proj.weight.zero_()
+    x = ids_of(TEXTS[1])
+    with torch.no_grad():
+        before = model(input_ids=x).logits
+    report = prune_model(model, method="layer_drop", sparsity=0.34, calibration_texts=TEXTS, tokenizer=tiny_tokenizer())
+    assert report.details["dropped_layers"] == [1]
+    assert model.config.num_hidden_layers == 2 and len(decoder_layers(model)) == 2
+    assert [layer.self_attn.layer_idx for layer in decoder_layers(model)] == [0, 1]
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=x).logits, before)
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(input_ids=x).logits, before)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"sparsity": 1.0}, "sparsity"),
+        ({"sparsity": -0.1}, "sparsity"),
+        ({"sparsity": None}, "sparsity"),
+        ({"method": "wanda"}, "calibration_texts"),
+        ({"method": "wanda", "calibration_texts": TEXTS}, "tokenizer"),
+        ({"method": "wanda", "calibration_texts": TEXTS[0], "tokenizer": tiny_tokenizer()}, "list of str"),
+        ({"n_m": (4, 2)}, "n_m"),
+        ({"n_m": (0, 4)}, "n_m"),
+        ({"n_m": (2, 4), "sparsity": 0.3}, "sparsity"),
+        ({"n_m": (1, 5), "sparsity": None}, "multiple"),
+        ({"method": "structured_mlp", "n_m": (2, 4)}, "n_m"),
+        ({"method": "sparsegpt"}, "Unknown"),
+        ({"per_row": True, "method": "structured_mlp"}, "per_row"),
+    ],
+)
+def test_bad_input_raises_value_error(kwargs, message):
+    model = tiny_llama()
+    dense = copy.deepcopy(model)
+    with pytest.raises(ValueError, match=message):
+        prune_model(model, **kwargs)
+    for a, b in zip(model.parameters(), dense.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_unsupported_models_raise_clearly():
+    with pytest.raises(ValueError, match="decoder layers"):
+        prune_model(nn.Sequential(nn.Linear(4, 4)), method="magnitude")
+    model = tiny_llama()
+    for layer in decoder_layers(model):
+        layer.mlp = nn.Sequential(nn.Linear(32, 64), nn.Linear(64, 32))
+    with pytest.raises(ValueError, match="gate_proj"):
+        prune_model(model, method="structured_mlp", sparsity=0.5)

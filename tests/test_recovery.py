@@ -1,0 +1,253 @@
+"""RecoveryConfig / RecoveryTrainer on tiny random Llamas with the offline byte-level tokenizer."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from datasets import Dataset
+from peft import LoraConfig, PeftModel
+from tiny import tiny_llama, tiny_tokenizer
+from transformers import LlamaConfig, LlamaForCausalLM
+from trl import SFTConfig, SFTTrainer
+
+from paser_hf.distillation import distillation_loss
+from paser_hf.formatting import to_trl_dataset
+from paser_hf.recovery import (
+    RecoveryConfig,
+    RecoveryTrainer,
+    merge_adapters_keep_sparsity,
+)
+
+COMMON = {
+    "use_cpu": True, "bf16": False, "report_to": "none", "save_strategy": "no", "logging_steps": 1,
+    "per_device_train_batch_size": 4, "max_length": 64, "activation_checkpointing": False,
+    "dataloader_num_workers": 0, "seed": 0, "disable_tqdm": True,
+}
+ALPACA = [
+    {"instruction": f"List {i} colours.", "input": "" if i % 2 else f"about {i}", "output": f"red, blue and {i} more"}
+    for i in range(8)
+]
+
+
+def recovery_config(tmp_path, **kwargs):
+    return RecoveryConfig(output_dir=str(tmp_path), **{**COMMON, **kwargs})
+
+
+def tied_llama(vocab_size=261, seed=0):
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, tie_word_embeddings=True, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def pruned(model, ratio=0.5):
+    """Per-row magnitude pruning of the decoder Linear weights (zeros, no structural change)."""
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, torch.nn.Linear) and ".layers." in name:
+                w = module.weight
+                k = int(w.size(1) * ratio)
+                idx = w.abs().argsort(dim=1)[:, :k]
+                w.scatter_(1, idx, 0.0)
+    return model
+
+
+def peaked(model, seed=0, std=0.2):
+    """Larger random weights than the default init, so the next-token distributions are far from uniform."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.copy_(torch.randn(p.shape, generator=gen) * std)
+    return model
+
+
+def lora(**kwargs):
+    return LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear", **kwargs)
+
+
+def first_batch(trainer):
+    return next(iter(trainer.get_train_dataloader()))
+
+
+def full_logits(model, batch):
+    with torch.no_grad():
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+
+def reference_ce(logits, labels):
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
+
+
+# Configuration
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"kd_alpha": 1.5}, "kd_alpha"),
+        ({"kd_alpha": -0.1}, "kd_alpha"),
+        ({"kd_temperature": 0.0}, "kd_temperature"),
+        ({"kd_loss": "tvd"}, "kd_loss"),
+        ({"kd_jsd_beta": 1.0}, "kd_jsd_beta"),
+        ({"kd_schedule": "kd_then_sft"}, "kd_alpha > 0"),
+        ({"kd_alpha": 1.0, "kd_schedule": "kd_then_sft", "kd_stage_ratio": 1.0}, "kd_stage_ratio"),
+    ],
+)
+def test_config_rejects_bad_values(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        recovery_config(tmp_path, **kwargs)
+
+
+def test_config_fields_have_help():
+    names = ["kd_alpha", "kd_temperature", "kd_loss", "kd_jsd_beta", "kd_chunk_size", "kd_schedule",
+             "kd_stage_ratio", "teacher_model_name_or_path", "teacher_model_init_kwargs"]
+    fields = RecoveryConfig.__dataclass_fields__
+    assert all(fields[n].metadata.get("help") for n in names)
+
+
+# Construction errors
+
+
+def test_missing_teacher_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="needs a teacher"):
+        RecoveryTrainer(model=tiny_llama(), args=recovery_config(tmp_path, kd_alpha=0.5),
+                        train_dataset=Dataset.from_list(ALPACA), processing_class=tiny_tokenizer())
+
+
+def test_teacher_with_fewer_ids_than_the_tokenizer_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="tokenizer"):
+        RecoveryTrainer(model=tiny_llama(), teacher_model=tiny_llama(vocab_size=200),
+                        args=recovery_config(tmp_path, kd_alpha=0.5),
+                        train_dataset=Dataset.from_list(ALPACA), processing_class=tiny_tokenizer())
+
+
+def test_teacher_with_another_tokenizer_is_an_error(tmp_path):
+    other = tiny_tokenizer()
+    other.add_tokens(["<extra>"])
+    teacher_dir = tmp_path / "teacher"
+    tiny_llama(vocab_size=len(other)).save_pretrained(teacher_dir)
+    other.save_pretrained(teacher_dir)
+    with pytest.raises(ValueError, match="tokenizer.*differs"):
+        RecoveryTrainer(model=tiny_llama(), args=recovery_config(tmp_path, kd_alpha=0.5,
+                                                                 teacher_model_name_or_path=str(teacher_dir)),
+                        train_dataset=Dataset.from_list(ALPACA), processing_class=tiny_tokenizer())
+
+
+# Losses
+
+
+def test_kd_alpha_zero_is_exactly_sft(tmp_path):
+    tok = tiny_tokenizer()
+    data = to_trl_dataset(Dataset.from_list(ALPACA), tok)
+    sft = SFTTrainer(model=tiny_llama(seed=3), args=SFTConfig(output_dir=str(tmp_path / "sft"), **COMMON),
+                     train_dataset=data, processing_class=tok, peft_config=lora())
+    rec = RecoveryTrainer(model=tiny_llama(seed=3), teacher_model=tiny_llama(seed=4),
+                          args=recovery_config(tmp_path / "rec", kd_alpha=0.0),
+                          train_dataset=Dataset.from_list(ALPACA), processing_class=tok, peft_config=lora())
+    assert rec.teacher_model is None
+    batch = first_batch(sft)
+    assert torch.equal(batch["labels"], first_batch(rec)["labels"])
+    with torch.no_grad():
+        want = sft.compute_loss(sft.model, dict(batch))
+        got = rec.compute_loss(rec.model, dict(batch))
+    assert torch.equal(got, want)
+
+
+def chat_rows():
+    return [{"messages": [{"role": "user", "content": f"hi {i}"}, {"role": "assistant", "content": f"hello {i}!"}]}
+            for i in range(4)]
+
+
+@pytest.mark.parametrize(
+    "student_factory, data, teacher_vocab",
+    [
+        (tied_llama, Dataset.from_list(ALPACA), 261),
+        (tiny_llama, Dataset.from_list([{"prompt": "Q: 2+2?", "completion": " A: 4"}] * 4), 272),
+        (tiny_llama, Dataset.from_list(chat_rows()), 261),
+        (tiny_llama, Dataset.from_list([{"text": f"plain text number {i}"} for i in range(4)]), 261),
+    ],
+    ids=["alpaca-tied-lora", "prompt-completion-padded-vocab", "conversational", "text"],
+)
+def test_kd_sees_the_real_logits(tmp_path, student_factory, data, teacher_vocab):
+    """The loss equals (1 - a) CE + a KD computed from the models' ordinary full logits, whatever trl's SFT path."""
+    teacher = tiny_llama(vocab_size=teacher_vocab, seed=1)
+    args = recovery_config(tmp_path, kd_alpha=0.3, kd_temperature=2.0, kd_loss="jsd", kd_chunk_size=5)
+    trainer = RecoveryTrainer(model=student_factory(seed=2), teacher_model=teacher, args=args, train_dataset=data,
+                              processing_class=tiny_tokenizer(), peft_config=lora())
+    with torch.no_grad():  # a non-zero LoRA update, so the adapters take part in the forward
+        for name, p in trainer.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    batch = first_batch(trainer)
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model, dict(batch))
+    student_logits = full_logits(trainer.model, batch)
+    teacher_logits = full_logits(teacher, batch)
+    kd = distillation_loss(student_logits[..., :261], teacher_logits[..., :261], batch["labels"], "jsd", 2.0, 0.5)
+    want = 0.7 * reference_ce(student_logits, batch["labels"]) + 0.3 * kd
+    torch.testing.assert_close(loss, want, rtol=1e-5, atol=1e-6)
+
+
+def test_staged_schedule_switches_between_kd_and_sft(tmp_path):
+    args = recovery_config(tmp_path, kd_alpha=1.0, kd_schedule="kd_then_sft", kd_stage_ratio=0.4)
+    trainer = RecoveryTrainer(model=tiny_llama(seed=2), teacher_model=tiny_llama(), args=args,
+                              train_dataset=Dataset.from_list(ALPACA), processing_class=tiny_tokenizer())
+    trainer.state.max_steps = 10
+    trainer.state.global_step = 3
+    assert trainer.current_kd_alpha() == 1.0
+    trainer.state.global_step = 4
+    assert trainer.current_kd_alpha() == 0.0
+    trainer.args.kd_schedule = "sft_then_kd"
+    assert trainer.current_kd_alpha() == 1.0
+
+
+# Training
+
+
+def test_pure_kd_recovers_the_pruned_student_and_leaves_the_teacher_alone(tmp_path):
+    teacher = peaked(tiny_llama(seed=0))
+    student = pruned(copy.deepcopy(teacher))
+    teacher_state = {k: v.clone() for k, v in teacher.state_dict().items()}
+    args = recovery_config(tmp_path, kd_alpha=1.0, max_steps=8, learning_rate=1e-2, activation_checkpointing=True,
+                           kd_chunk_size=32)
+    trainer = RecoveryTrainer(model=student, teacher_model=teacher, args=args,
+                              train_dataset=Dataset.from_list(ALPACA), processing_class=tiny_tokenizer(),
+                              peft_config=lora())
+    batches = [b for b in trainer.get_train_dataloader()]
+
+    def kl_on_training_rows():
+        trainer.model.eval()
+        total = sum(distillation_loss(full_logits(trainer.model, b), full_logits(teacher, b), b["labels"]).item()
+                    for b in batches)
+        return total / len(batches)
+
+    before = kl_on_training_rows()
+    trainer.train()
+    after = kl_on_training_rows()
+    assert after < 0.5 * before
+
+    assert trainer.teacher_model is teacher and not teacher.training
+    assert all(not p.requires_grad and p.grad is None for p in teacher.parameters())
+    assert all(torch.equal(v, teacher_state[k]) for k, v in teacher.state_dict().items())
+    assert {"kd_loss", "ce_loss"} <= set(trainer.state.log_history[0])
+
+    trainer.save_model(str(tmp_path / "adapter"))
+    reloaded = PeftModel.from_pretrained(pruned(peaked(tiny_llama(seed=0))), str(tmp_path / "adapter")).eval()
+    batch = batches[0]
+    torch.testing.assert_close(full_logits(reloaded, batch), full_logits(trainer.model, batch))
+
+    trainer.create_model_card(model_name="recovered")
+    card = (tmp_path / "README.md").read_text()
+    assert "2502.12594" in card and "PASER" in card
+
+    dense = copy.deepcopy(trainer.model).merge_and_unload()
+    sparse = merge_adapters_keep_sparsity(trainer.model)
+    q_pruned = pruned(peaked(tiny_llama(seed=0))).model.layers[0].self_attn.q_proj.weight
+    zeros = q_pruned == 0
+    assert zeros.float().mean() >= 0.5
+    assert (sparse.model.layers[0].self_attn.q_proj.weight[zeros] == 0).all()
+    assert (dense.model.layers[0].self_attn.q_proj.weight[zeros] != 0).any()
