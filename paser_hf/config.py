@@ -66,8 +66,8 @@ class PaserConfig:
     elbow_tolerance: float = field(
         default=0.05,
         metadata={
-            "help": "Elbow rule: the chosen K is the smallest one after which one more cluster cuts the relative "
-            "NMF error by less than this fraction."
+            "help": "Elbow rule: the chosen K is the smallest one after which each further cluster cuts the relative "
+            "NMF error ||S - HH^T||_F / ||S||_F by less than this fraction of the error at min_clusters."
         },
     )
     clustering_method: str = field(
