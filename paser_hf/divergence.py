@@ -103,7 +103,10 @@ def common_vocabulary(original: nn.Module, pruned: nn.Module, tokenizer) -> int:
 
 
 class JsdScorer:
-    """Scores batches of tokenised rows: mean response-token JSD per row (the `.map` function of the selector)."""
+    """Scores batches of tokenised rows: mean response-token JSD per row (the `.map` function of the selector).
+
+    `progress`, if given, is called with the token count of each scored batch (e.g. a tqdm bar's `update`).
+    """
 
     def __init__(
         self,
@@ -114,6 +117,7 @@ class JsdScorer:
         temperature: float = 1.0,
         tokens_per_batch: int = 4096,
         chunk_tokens: int = 1024,
+        progress=None,
     ):
         self.original = _ResponseLogits(original)
         self.pruned = _ResponseLogits(pruned)
@@ -122,6 +126,7 @@ class JsdScorer:
         self.temperature = temperature
         self.tokens_per_batch = tokens_per_batch
         self.chunk_tokens = chunk_tokens
+        self.progress = progress
 
     def __call__(self, batch: dict) -> dict:
         """`batch` has ``input_ids``, ``response_start``, ``paser_index``; gives ``paser_jsd``, ``paser_scored_tokens``."""
@@ -136,6 +141,8 @@ class JsdScorer:
             )
             for i, s, c in zip(group, scores, n):
                 jsd[i], counts[i] = s, c
+            if self.progress is not None:
+                self.progress(sum(lengths[i] for i in group))
         return {"paser_jsd": jsd, "paser_scored_tokens": counts}
 
     @torch.inference_mode()

@@ -208,15 +208,6 @@ class PaserDatasetSelector:
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if pad_id is None:
             pad_id = 0
-        scorer = JsdScorer(
-            self.original_model,
-            self.pruned_model,
-            pad_token_id=pad_id,
-            vocab=vocab,
-            temperature=cfg.jsd_temperature,
-            tokens_per_batch=cfg.scoring_tokens_per_batch,
-            chunk_tokens=cfg.jsd_chunk_tokens,
-        )
         base = combine(
             "jsd-v1",
             prepared._fingerprint,
@@ -234,9 +225,20 @@ class PaserDatasetSelector:
             total=int(sum(lengths[rows].sum() for rows in mine)), unit="tok", unit_scale=True,
             desc="PASER: JSD scoring", disable=not (cfg.show_progress and state.is_main_process),
         )
+        scorer = JsdScorer(
+            self.original_model,
+            self.pruned_model,
+            pad_token_id=pad_id,
+            vocab=vocab,
+            temperature=cfg.jsd_temperature,
+            tokens_per_batch=cfg.scoring_tokens_per_batch,
+            chunk_tokens=cfg.jsd_chunk_tokens,
+            progress=bar.update,
+        )
         done = []
         with _datasets_bars(False):
             for rows in mine:
+                before = bar.n
                 fingerprint = combine(base, Hasher.hash(rows.tobytes()))
                 scored = columns.select(rows).map(
                     scorer,
@@ -247,7 +249,7 @@ class PaserDatasetSelector:
                     cache_file_name=self._cache_file("jsd", fingerprint),
                 )
                 done.append((np.asarray(scored["paser_index"]), np.asarray(scored["paser_jsd"], dtype=np.float64)))
-                bar.update(int(lengths[rows].sum()))
+                bar.update(int(lengths[rows].sum()) - (bar.n - before))  # a shard read from the cache
         bar.close()
         if state.num_processes > 1:
             done = gather_object(done)
@@ -372,6 +374,7 @@ class PaserDatasetSelector:
             outcome = broadcast_object_list([outcome])[0]
         for name, value in outcome.items():
             setattr(self, name, value)
+        self.report_.attach(self.scores_, self.clustering_.coordinates, prepared["paser_text"])
         for message in self.report_.warnings:
             warnings.warn(message, stacklevel=2)
 
