@@ -96,7 +96,7 @@ def main():
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     if args.report_dir:
-        report.save(args.report_dir, selector=selector)
+        report.save(args.report_dir)
     print(f"saved {args.out}")
 
 
