@@ -1,4 +1,5 @@
-"""Figures of a PASER selection report, drawn headless (matplotlib Agg, no pyplot state) and deterministic.
+"""Figures of a PASER selection report, drawn headless (matplotlib Agg, no pyplot state), deterministic for a
+seed, and written as 256-colour PNGs.
 
 Every per-cluster figure lists the clusters top to bottom in selection order (descending CDS), so the
 figures read side by side. Figures that need per-row data (`SelectionReport.details`) are skipped when it
@@ -212,7 +213,9 @@ def k_curve(report) -> Figure:
     right.set_xlabel("K")
     right.set_ylabel(f"error cut from K − 1 to K, as a fraction of e({ks[0]})")
     right.set_title("Elbow: smallest K after which every cut is small")
-    right.legend(fontsize=8)
+    right.set_ylim(0, max(max(cuts), tolerance) * 1.4)
+    right.set_xlim(ks[0], ks[-1] + 0.6)
+    right.legend(loc="upper left", fontsize=8)
     for ax, ticks in ((left, ks), (right, ks[1:])):
         ax.set_xticks(ticks if len(ticks) <= 16 else ticks[::2])
         ax.grid(alpha=0.3)
