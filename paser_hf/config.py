@@ -107,7 +107,7 @@ class PaserConfig:
         },
     )
     jsd_chunk_tokens: int = field(
-        default=1024,
+        default=256,
         metadata={
             "help": "Response positions whose vocabulary-sized distributions are compared at once; bounds the "
             "memory of the divergence maths."
