@@ -84,7 +84,8 @@ def to_prompt_completion(row: dict, dataset_format: str, chat: bool) -> dict:
     return {"prompt": list(messages[:last]), "completion": [messages[last]]}
 
 
-def _text_of(value) -> str:
+def text_of(value) -> str:
+    """A prompt or completion as plain text: the string itself, or its messages' contents joined by lines."""
     if isinstance(value, str):
         return value
     return "\n".join(str(m.get("content") or "") for m in (value or []))
@@ -95,7 +96,7 @@ def instruction_text(row: dict, dataset_format: str) -> str:
     if dataset_format == "alpaca":
         return _alpaca_user_text(row.get("instruction"), row.get("input"))
     if dataset_format == "prompt_completion":
-        return _text_of(row["prompt"])
+        return text_of(row["prompt"])
     pc = to_prompt_completion(row, dataset_format, chat=True)
     return "\n".join(str(m.get("content") or "") for m in pc["prompt"] if m.get("role") != "system")
 
@@ -103,7 +104,7 @@ def instruction_text(row: dict, dataset_format: str) -> str:
 def response_text(row: dict, dataset_format: str) -> str:
     """The response a row trains on (Alpaca output, completion, last assistant turn)."""
     pc = to_prompt_completion(row, dataset_format, chat=True)
-    return _text_of(pc["completion"])
+    return text_of(pc["completion"])
 
 
 def _ids(tokenizer, value, **chat_kwargs) -> list:

@@ -32,6 +32,7 @@ from .formatting import (
     instruction_text,
     make_row_formatter,
     response_text,
+    text_of,
     tokenize_prompt_completion,
 )
 from .report import ClusterStats, SelectionReport
@@ -131,10 +132,7 @@ class PaserDatasetSelector:
             for index, row in zip(indices, rows):
                 pc = formatter(row)
                 if custom:
-                    instr = pc["prompt"] if isinstance(pc["prompt"], str) else "\n".join(
-                        str(m.get("content") or "") for m in pc["prompt"])
-                    resp = pc["completion"] if isinstance(pc["completion"], str) else "\n".join(
-                        str(m.get("content") or "") for m in pc["completion"])
+                    instr, resp = text_of(pc["prompt"]), text_of(pc["completion"])
                 else:
                     instr, resp = instruction_text(row, dataset_format), response_text(row, dataset_format)
                 tokens = tokenize_prompt_completion(pc["prompt"], pc["completion"], tokenizer, cfg.max_length)
