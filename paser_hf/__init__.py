@@ -8,6 +8,9 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "PaserDatasetSelector": "selector",
+    "RandomSelector": "baselines",
+    "IfdSelector": "baselines",
+    "BaselineReport": "baselines",
     "SelectionReport": "report",
     "cluster_instructions": "clustering",
     "ClusterResult": "clustering",

@@ -65,7 +65,8 @@ def perplexity(
             first = max(done, begin + 1)
             if first < end:
                 window = ids[begin:end].unsqueeze(0).to(device)
-                logits = model(input_ids=window).logits[0, first - begin - 1 : end - begin - 1].float()
+                logits = model(input_ids=window, use_cache=False).logits
+                logits = logits[0, first - begin - 1 : end - begin - 1].float()
                 targets = window[0, first - begin : end - begin]
                 nll_sum -= torch.log_softmax(logits, dim=-1).gather(1, targets[:, None]).sum().item()
                 scored += end - first
@@ -139,7 +140,7 @@ def _loglikelihoods(
         for row, sequence in enumerate(inputs):
             input_ids[row, : len(sequence)] = torch.tensor(sequence)
             attention[row, : len(sequence)] = 1
-        logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
+        logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device), use_cache=False).logits
         for row, (i, (start, cont)) in enumerate(zip(batch, spans)):
             log_probs = torch.log_softmax(logits[row, start : start + len(cont)].float(), dim=-1)
             target = torch.tensor(cont, device=log_probs.device)

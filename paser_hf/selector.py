@@ -55,6 +55,18 @@ def _datasets_bars(enabled: bool):
         (ds_logging.enable_progress_bar if was_enabled else ds_logging.disable_progress_bar)()
 
 
+def check_dataset(dataset) -> None:
+    """Raise, naming the fix, unless `dataset` is one non-empty `datasets.Dataset` split."""
+    if isinstance(dataset, DatasetDict):
+        raise TypeError(
+            f"Got a DatasetDict with splits {list(dataset)}; pass one split, e.g. selector(dataset['train'])."
+        )
+    if not isinstance(dataset, Dataset):
+        raise TypeError(f"Expected a datasets.Dataset, got {type(dataset).__name__}; use Dataset.from_list(...).")
+    if len(dataset) == 0:
+        raise ValueError("The dataset is empty: there is nothing to select from.")
+
+
 def individual_efficiency(jsd: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """IES = JSD / log(cost), cost = (|x| + |y|)^2 in tokens (paper Eq. 7); lengths below 2 count as 2 so log > 0."""
     return jsd / np.log(np.maximum(lengths, 2).astype(np.float64) ** 2)
@@ -94,14 +106,7 @@ class PaserDatasetSelector:
 
     # ------------------------------------------------------------------ stages
     def _check_inputs(self, dataset) -> None:
-        if isinstance(dataset, DatasetDict):
-            raise TypeError(
-                f"Got a DatasetDict with splits {list(dataset)}; pass one split, e.g. selector(dataset['train'])."
-            )
-        if not isinstance(dataset, Dataset):
-            raise TypeError(f"Expected a datasets.Dataset, got {type(dataset).__name__}; use Dataset.from_list(...).")
-        if len(dataset) == 0:
-            raise ValueError("The dataset is empty: there is nothing to select from.")
+        check_dataset(dataset)
         if self.original_model is None or self.pruned_model is None or self.tokenizer is None:
             raise ValueError("PaserDatasetSelector needs original_model, pruned_model and tokenizer.")
         for reserved in ("paser_index", *SCORE_COLUMNS):
