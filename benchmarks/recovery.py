@@ -102,8 +102,10 @@ def load_mc(per_task: int, seed: int = 0) -> dict:
 
 
 def evaluate(model, tokenizer, text: str, mc: dict, dtype: str) -> dict:
-    """WikiText-2 perplexity and zero-shot accuracy per task (and their mean), on a `dtype` copy of `model`."""
-    model = copy.deepcopy(model).to(getattr(torch, dtype)).eval()
+    """WikiText-2 perplexity and zero-shot accuracy per task (and their mean), in `dtype` (a copy if it differs)."""
+    if next(model.parameters()).dtype != getattr(torch, dtype):
+        model = copy.deepcopy(model).to(getattr(torch, dtype))
+    model.eval()
     start = time.perf_counter()
     out = {"wikitext2_ppl": perplexity(model, tokenizer, text, max_length=1024, show_progress=False)["perplexity"]}
     for task, rows in mc.items():

@@ -26,9 +26,15 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .config import PaserConfig
-from .divergence import JsdScorer, _ResponseLogits, pack_by_tokens
+from .divergence import JsdScorer, _ResponseLogits, pack_by_tokens, pad_batch
 from .fingerprint import combine
-from .formatting import detect_format, has_chat_template, make_row_formatter, response_text, tokenize_prompt_completion
+from .formatting import (
+    detect_format,
+    make_row_formatter,
+    resolve_chat_template,
+    response_text,
+    tokenize_prompt_completion,
+)
 from .selector import SELECTED, SKIPPED_EMPTY, SKIPPED_TRUNCATED, _datasets_bars, _model_name, check_dataset
 
 NOT_SELECTED = "not_selected"
@@ -157,9 +163,7 @@ class IfdSelector(_Baseline):
         n = len(dataset)
         budget = cfg.budget_rows(n)
         dataset_format = detect_format(dataset.column_names, cfg.dataset_format)
-        chat = has_chat_template(tokenizer) if cfg.use_chat_template is None else cfg.use_chat_template
-        if chat and not has_chat_template(tokenizer):
-            raise ValueError("use_chat_template=True but the tokenizer has no chat template; set it to None or False.")
+        chat = resolve_chat_template(tokenizer, cfg.use_chat_template)
 
         timings = {}
         start = time.perf_counter()
@@ -324,21 +328,12 @@ def _mean_cross_entropy(head: _ResponseLogits, sequences, positions, target_ids,
                         chunk_tokens: int) -> np.ndarray:
     """Per sequence, the mean over its `positions` p of logsumexp(z_p) - z_p[target] (float32 maths), from one
     right-padded batch; `target_ids` lists the targets of every position, sequence after sequence."""
-    width = max(len(seq) for seq in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    rows, cols = [], []
-    for r, (seq, pos) in enumerate(zip(sequences, positions)):
-        ids[r, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[r, : len(seq)] = 1
-        cols.extend(pos)
-        rows.extend([r] * len(pos))
-    rows_t, cols_t = torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)
+    ids, mask, rows_t, cols_t = pad_batch(sequences, positions, pad_id)
     head.prepare(ids, mask, rows_t, cols_t)
     targets = torch.tensor(target_ids, dtype=torch.long, device=head.device)
-    losses = torch.empty(len(rows), dtype=torch.float32, device=head.device)
-    for start in range(0, len(rows), chunk_tokens):
-        stop = min(start + chunk_tokens, len(rows))
+    losses = torch.empty(len(rows_t), dtype=torch.float32, device=head.device)
+    for start in range(0, len(rows_t), chunk_tokens):
+        stop = min(start + chunk_tokens, len(rows_t))
         z = head.chunk(start, stop)
         JsdScorer._check_finite(z, "scoring", rows_t[start:stop], row_ids)
         losses[start:stop] = torch.logsumexp(z, dim=-1) - z.gather(1, targets[start:stop, None])[:, 0]

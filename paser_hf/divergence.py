@@ -148,26 +148,17 @@ class JsdScorer:
     @torch.inference_mode()
     def score_rows(self, input_ids: Sequence[Sequence[int]], starts: Sequence[int], row_ids: Sequence[int]):
         """Mean JSD over the response tokens of each row, and the number of tokens it averaged."""
-        width = max(len(ids) for ids in input_ids)
-        ids = torch.full((len(input_ids), width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(input_ids), width), dtype=torch.long)
-        rows, cols = [], []
-        for r, (seq, start) in enumerate(zip(input_ids, starts)):
-            ids[r, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-            mask[r, : len(seq)] = 1
-            first = max(start, 1) - 1
-            cols.extend(range(first, len(seq) - 1))
-            rows.extend([r] * (len(seq) - 1 - first))
-        counts = torch.bincount(torch.tensor(rows, dtype=torch.long), minlength=len(input_ids))
-        if not rows:
+        positions = [range(max(start, 1) - 1, len(seq) - 1) for seq, start in zip(input_ids, starts)]
+        ids, mask, rows_t, cols_t = pad_batch(input_ids, positions, self.pad_token_id)
+        counts = torch.bincount(rows_t, minlength=len(input_ids))
+        if rows_t.numel() == 0:
             return [0.0] * len(input_ids), counts.tolist()
-        rows_t, cols_t = torch.tensor(rows), torch.tensor(cols)
         self.original.prepare(ids, mask, rows_t, cols_t)
         self.pruned.prepare(ids, mask, rows_t, cols_t)
         device = self.original.device
-        per_token = torch.empty(len(rows), dtype=torch.float32, device=device)
-        for start in range(0, len(rows), self.chunk_tokens):
-            stop = min(start + self.chunk_tokens, len(rows))
+        per_token = torch.empty(len(rows_t), dtype=torch.float32, device=device)
+        for start in range(0, len(rows_t), self.chunk_tokens):
+            stop = min(start + self.chunk_tokens, len(rows_t))
             z_o = self.original.chunk(start, stop)[:, : self.vocab]
             z_p = self.pruned.chunk(start, stop).to(device)[:, : self.vocab]
             self._check_finite(z_o, "original", rows_t[start:stop], row_ids)
@@ -190,6 +181,21 @@ class JsdScorer:
                 f"The {which} model produced NaN or infinite logits on dataset row {row}. Check the model's weights "
                 "(a broken pruning step?) and its dtype (float16 overflows; use bfloat16 or float32)."
             )
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], positions: Sequence[Sequence[int]], pad_id: int):
+    """Right-padded ``ids`` and attention ``mask`` of `sequences`, and the (``rows``, ``cols``) of every position
+    in `positions` (one list per sequence), sequence after sequence."""
+    width = max(len(seq) for seq in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    rows, cols = [], []
+    for r, (seq, pos) in enumerate(zip(sequences, positions)):
+        ids[r, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[r, : len(seq)] = 1
+        cols.extend(pos)
+        rows.extend([r] * len(pos))
+    return ids, mask, torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)
 
 
 def pack_by_tokens(lengths: List[int], tokens_per_batch: int) -> List[List[int]]:

@@ -55,6 +55,15 @@ def has_chat_template(tokenizer) -> bool:
     return getattr(tokenizer, "chat_template", None) is not None
 
 
+def resolve_chat_template(tokenizer, requested: Optional[bool]) -> bool:
+    """Whether rows get the chat template: `requested`, or None for "when the tokenizer has one"."""
+    if requested is None:
+        return has_chat_template(tokenizer)
+    if requested and not has_chat_template(tokenizer):
+        raise ValueError("use_chat_template=True but the tokenizer has no chat template; set it to None or False.")
+    return requested
+
+
 def _alpaca_user_text(instruction: str, input_text: Optional[str]) -> str:
     instruction = (instruction or "").strip()
     input_text = (input_text or "").strip()

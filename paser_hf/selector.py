@@ -28,9 +28,9 @@ from .embedding import embed, load_embedder
 from .fingerprint import combine, model_fingerprint
 from .formatting import (
     detect_format,
-    has_chat_template,
     instruction_text,
     make_row_formatter,
+    resolve_chat_template,
     response_text,
     text_of,
     tokenize_prompt_completion,
@@ -338,9 +338,7 @@ class PaserDatasetSelector:
         dataset_format = "custom" if self.formatting_func is not None else detect_format(
             dataset.column_names, cfg.dataset_format
         )
-        chat = has_chat_template(self.tokenizer) if cfg.use_chat_template is None else cfg.use_chat_template
-        if chat and not has_chat_template(self.tokenizer):
-            raise ValueError("use_chat_template=True but the tokenizer has no chat template; set it to None or False.")
+        chat = resolve_chat_template(self.tokenizer, cfg.use_chat_template)
         vocab = common_vocabulary(self.original_model, self.pruned_model, self.tokenizer)
 
         timings = {}
