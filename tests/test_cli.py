@@ -137,6 +137,16 @@ def test_select_writes_jsonl_subset_and_report(files, tmp_path):
     assert list((tmp_path / "figures").glob("*.png"))
 
 
+@pytest.mark.filterwarnings("ignore:Scoring in bfloat16")
+@pytest.mark.parametrize("fastest", ["float32", "bfloat16"])
+def test_select_dtype_auto_loads_the_fastest_dtype(files, tmp_path, monkeypatch, capsys, fastest):
+    monkeypatch.setattr("paser_hf.models.fastest_dtype", lambda device: fastest)
+    out = tmp_path / "subset.jsonl"
+    assert main(_select_args(files, out, "--budget", "4", "--num_clusters", "2")) == 0
+    assert capsys.readouterr().err.count(f"dtype auto -> {fastest}") == 2
+    assert len(out.read_text().splitlines()) == 4
+
+
 def test_select_saves_a_dataset_folder(files, tmp_path):
     out = tmp_path / "subset"
     assert main(_select_args(files, out, "--budget", "5", "--num_clusters", "2")) == 0
