@@ -38,7 +38,7 @@ def main():
     parser.add_argument("--sparsity", type=float, default=0.5)
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
                         help="auto: bfloat16 where the device has native bfloat16, else float32")
-    parser.add_argument("--tokens-per-batch", type=int, default=4096)
+    parser.add_argument("--tokens-per-batch", type=int, default=None, help="None: 4096 on CPU, 65536 on a GPU")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", default=None, help="embedding and JSD cache: a killed run resumes from it")
     parser.add_argument("--report-dir", default=None, help="also save the report bundle (JSON, figures) here")

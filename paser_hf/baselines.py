@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .config import PaserConfig
-from .divergence import JsdScorer, _ResponseLogits, pack_by_tokens, pad_batch
+from .divergence import BatchFitter, JsdScorer, _ResponseLogits, pad_batch
 from .fingerprint import combine
 from .formatting import (
     detect_format,
@@ -281,7 +281,8 @@ class IfdSelector(_Baseline):
 
     def _losses(self, prepared: Dataset, candidates: np.ndarray, lengths: np.ndarray, first: np.ndarray):
         """L(y | x) and L(y) of every candidate row (NaN elsewhere); rows longest first, packed into batches of at
-        most `scoring_tokens_per_batch` padded tokens; response token j is a target from j = first[row] on."""
+        most `scoring_tokens_per_batch` padded tokens (`BatchFitter`); response token j is a target from j =
+        first[row] on."""
         cfg, model = self.config, self.model
         bos = self.tokenizer.bos_token_id
         prefix = [] if bos is None else [bos]
@@ -292,6 +293,7 @@ class IfdSelector(_Baseline):
         order = candidates[np.argsort(-lengths[candidates], kind="stable")]
         columns = prepared.select_columns(["input_ids", "response_start"])
         head = _ResponseLogits(model)
+        batches = BatchFitter(cfg.scoring_tokens_per_batch, head.device)
         bar = tqdm(total=int(lengths[order].sum()), unit="tok", unit_scale=True, desc="IFD scoring",
                    disable=not cfg.show_progress)
         was_training = model.training
@@ -301,7 +303,8 @@ class IfdSelector(_Baseline):
                 rows = order[begin : begin + cfg.scoring_shard_rows]
                 part = columns.select(rows)
                 all_ids, all_starts = part["input_ids"], part["response_start"]
-                for group in pack_by_tokens(lengths[rows].tolist(), cfg.scoring_tokens_per_batch):
+
+                def score(group):
                     index = rows[group]
                     full, full_pos, alone, alone_pos, target_ids = [], [], [], [], []
                     for g, row in zip(group, index):
@@ -317,6 +320,8 @@ class IfdSelector(_Baseline):
                     loss_r[index] = _mean_cross_entropy(head, alone, alone_pos, target_ids, index, pad_id,
                                                         cfg.jsd_chunk_tokens)
                     bar.update(int(lengths[index].sum()))
+
+                batches.run(lengths[rows].tolist(), score, row_ids=rows.tolist())
         finally:
             model.train(was_training)
             bar.close()

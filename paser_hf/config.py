@@ -92,11 +92,12 @@ class PaserConfig:
         default=1024,
         metadata={"help": "Maximum tokens of a formatted row; longer rows are truncated and counted in the report."},
     )
-    scoring_tokens_per_batch: int = field(
-        default=4096,
+    scoring_tokens_per_batch: Optional[int] = field(
+        default=None,
         metadata={
             "help": "JSD scoring packs length-sorted rows into batches of at most this many (padded) tokens, so "
-            "the batch size adapts to the row lengths."
+            "the batch size adapts to the row lengths; a batch that runs out of memory halves it. None starts at "
+            "4096 on CPU and 65536 on an accelerator."
         },
     )
     scoring_shard_rows: int = field(
@@ -168,7 +169,6 @@ class PaserConfig:
             "knn_neighbors",
             "nmf_max_iter",
             "max_length",
-            "scoring_tokens_per_batch",
             "scoring_shard_rows",
             "jsd_chunk_tokens",
             "max_concepts",
@@ -177,6 +177,9 @@ class PaserConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r}; it must be an integer >= 1.")
+        value = self.scoring_tokens_per_batch
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"scoring_tokens_per_batch={value!r}; give an integer >= 1 or None to pick it.")
         if self.min_clusters < 2:
             raise ValueError(f"min_clusters={self.min_clusters}; it must be >= 2 (one cluster is no clustering).")
         if self.max_clusters < self.min_clusters:
