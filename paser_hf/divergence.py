@@ -161,23 +161,25 @@ class JsdScorer:
         counts = torch.bincount(rows_t, minlength=len(input_ids))
         if rows_t.numel() == 0:
             return [0.0] * len(input_ids), counts.tolist()
-        self.original.prepare(ids, mask, rows_t, cols_t)
-        self.pruned.prepare(ids, mask, rows_t, cols_t)
         device = self.original.device
-        per_token = torch.empty(len(rows_t), dtype=torch.float32, device=device)
-        for start in range(0, len(rows_t), self.chunk_tokens):
-            stop = min(start + self.chunk_tokens, len(rows_t))
-            z_o = self.original.chunk(start, stop)[:, : self.vocab]
-            z_p = self.pruned.chunk(start, stop).to(device)[:, : self.vocab]
-            self._check_finite(z_o, "original", rows_t[start:stop], row_ids)
-            self._check_finite(z_p, "pruned", rows_t[start:stop], row_ids)
-            logp = torch.log_softmax(z_o / self.temperature, dim=-1)
-            logq = torch.log_softmax(z_p / self.temperature, dim=-1)
-            per_token[start:stop] = jensen_shannon(logp, logq)
+        try:  # the hidden states held between prepare and chunk are dropped even when a batch fails
+            self.original.prepare(ids, mask, rows_t, cols_t)
+            self.pruned.prepare(ids, mask, rows_t, cols_t)
+            per_token = torch.empty(len(rows_t), dtype=torch.float32, device=device)
+            for start in range(0, len(rows_t), self.chunk_tokens):
+                stop = min(start + self.chunk_tokens, len(rows_t))
+                z_o = self.original.chunk(start, stop)[:, : self.vocab]
+                z_p = self.pruned.chunk(start, stop).to(device)[:, : self.vocab]
+                self._check_finite(z_o, "original", rows_t[start:stop], row_ids)
+                self._check_finite(z_p, "pruned", rows_t[start:stop], row_ids)
+                logp = torch.log_softmax(z_o / self.temperature, dim=-1)
+                logq = torch.log_softmax(z_p / self.temperature, dim=-1)
+                per_token[start:stop] = jensen_shannon(logp, logq)
+        finally:
+            self.original.selected = self.pruned.selected = None
         sums = torch.zeros(len(input_ids), dtype=torch.float64, device=device)
         sums.index_add_(0, rows_t.to(device), per_token.double())
         means = sums.cpu() / counts.clamp(min=1)
-        self.original.selected = self.pruned.selected = None
         return means.tolist(), counts.tolist()
 
     @staticmethod

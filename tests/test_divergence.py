@@ -147,6 +147,9 @@ def test_batches_halve_on_out_of_memory_until_they_fit(caplog):
     assert sum(size > 30 for size in seen) == 3  # one failed batch per halving
     again = fitted(batch)  # the fitted size is kept: no more failures on the next .map batch
     assert again["paser_jsd"] == out["paser_jsd"] and len(caplog.records) == 3
+    with pytest.raises(torch.OutOfMemoryError):  # a failed batch does not keep the original's hidden states
+        fitted.score_rows(batch["input_ids"], batch["response_start"], batch["paser_index"])
+    assert fitted.original.selected is None
 
 
 def test_a_row_that_never_fits_names_itself():
