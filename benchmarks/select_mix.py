@@ -82,8 +82,8 @@ def main():
     print(f"concept graph: {report.concept_graph}; truncated rows: {report.num_truncated}; "
           f"skipped: {report.num_skipped_empty_response}")
     print("stage seconds:", report.timings, f"total {total:.1f} s")
-    print(f"JSD scoring: {report.scored_tokens} tokens, "
-          f"{report.scored_tokens / max(report.timings['divergence'], 1e-9):.0f} tokens/s")
+    tokens_per_second = report.scored_tokens / max(report.timings["divergence"], 1e-9)
+    print(f"JSD scoring: {report.scored_tokens} tokens, {tokens_per_second:.0f} tokens/s")
     shares = {k: round(v / total, 3) for k, v in report.timings.items()}
     print("stage shares:", shares)
     peak_rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
@@ -99,7 +99,7 @@ def main():
         "total_seconds": round(total, 2),
         "peak_rss_gib": round(peak_rss_gib, 2),
         "stage_shares": shares,
-        "scoring_tokens_per_second": round(report.scored_tokens / max(report.timings["divergence"], 1e-9), 1),
+        "scoring_tokens_per_second": round(tokens_per_second, 1),
         "report": report.to_dict(),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .config import PaserConfig
-from .divergence import BatchFitter, JsdScorer, _ResponseLogits, pad_batch
+from .divergence import BatchFitter, JsdScorer, _ResponseLogits, pad_batch, warn_if_emulated_bf16
 from .fingerprint import combine
 from .formatting import (
     detect_format,
@@ -292,6 +292,7 @@ class IfdSelector(_Baseline):
         loss_r = np.full(len(prepared), np.nan)
         order = candidates[np.argsort(-lengths[candidates], kind="stable")]
         columns = prepared.select_columns(["input_ids", "response_start"])
+        warn_if_emulated_bf16(model)
         head = _ResponseLogits(model)
         batches = BatchFitter(cfg.scoring_tokens_per_batch, head.device)
         bar = tqdm(total=int(lengths[order].sum()), unit="tok", unit_scale=True, desc="IFD scoring",

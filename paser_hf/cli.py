@@ -210,11 +210,12 @@ def _load_model(spec: Optional[str], dtype: str, what: str):
         raise FileNotFoundError(f"{what} {spec}: no such folder")
     else:
         print(f"{what}: {spec}", file=sys.stderr)
+    device = _device()
     if dtype == "auto":
-        dtype = fastest_dtype(_device())
-        print(f"{what}: dtype auto -> {dtype} on {_device()}", file=sys.stderr)
+        dtype = fastest_dtype(device)
+        print(f"{what}: dtype auto -> {dtype} on {device}", file=sys.stderr)
     model, tokenizer = load_model_and_tokenizer(spec, dtype=dtype)
-    return model.to(_device()), tokenizer
+    return model.to(device), tokenizer
 
 
 def _take(data, n: Optional[int]):

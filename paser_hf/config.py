@@ -169,17 +169,17 @@ class PaserConfig:
             "knn_neighbors",
             "nmf_max_iter",
             "max_length",
+            "scoring_tokens_per_batch",
             "scoring_shard_rows",
             "jsd_chunk_tokens",
             "max_concepts",
             "min_concept_words",
         ):
             value = getattr(self, name)
+            if value is None and name == "scoring_tokens_per_batch":
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r}; it must be an integer >= 1.")
-        value = self.scoring_tokens_per_batch
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValueError(f"scoring_tokens_per_batch={value!r}; give an integer >= 1 or None to pick it.")
         if self.min_clusters < 2:
             raise ValueError(f"min_clusters={self.min_clusters}; it must be >= 2 (one cluster is no clustering).")
         if self.max_clusters < self.min_clusters:

@@ -35,7 +35,6 @@ from .formatting import (
     text_of,
     tokenize_prompt_completion,
 )
-from .models import native_bf16
 from .report import ClusterStats, SelectionReport
 
 SELECTED = "selected"
@@ -229,14 +228,6 @@ class PaserDatasetSelector:
             total=int(sum(lengths[rows].sum() for rows in mine)), unit="tok", unit_scale=True,
             desc="PASER: JSD scoring", disable=not (cfg.show_progress and state.is_main_process),
         )
-        weight = next(self.original_model.parameters())
-        if weight.dtype == torch.bfloat16 and not native_bf16(weight.device):
-            warnings.warn(
-                f"Scoring in bfloat16 on {weight.device}, which has no native bfloat16 matrix units: emulated "
-                "bfloat16 is about 2x slower than float32 there. Load both models in float32 (or pass "
-                "--dtype auto to `paser select`).",
-                stacklevel=3,
-            )
         scorer = JsdScorer(
             self.original_model,
             self.pruned_model,
