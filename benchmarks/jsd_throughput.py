@@ -99,7 +99,7 @@ def main():
     parser.add_argument("--rows", type=int, default=256)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--tokens-per-batch", type=int, default=4096)
-    parser.add_argument("--chunk-tokens", type=int, default=256)
+    parser.add_argument("--chunk-tokens", type=int, default=None, help="None: the scorer's default for the device")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--variant", choices=["floor", "paser"], help=argparse.SUPPRESS)

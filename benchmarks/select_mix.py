@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import os
 import resource
@@ -22,6 +23,7 @@ import torch
 from datasets import load_dataset
 
 from paser_hf import PaserConfig, PaserDatasetSelector
+from paser_hf.fingerprint import combine
 from paser_hf.models import fastest_dtype, load_model_and_tokenizer
 from paser_hf.pruning import prune_model
 
@@ -47,6 +49,11 @@ def main():
 
     torch.manual_seed(args.seed)
     data = load_dataset("json", data_files=args.data, split="train")
+    # datasets keys a local file by its path and modification time; key it by content instead, so that the
+    # --cache-dir of a run on one machine resumes on another that holds a fresh copy of the same file.
+    with open(args.data, "rb") as handle:
+        content = hashlib.file_digest(handle, "sha256").hexdigest()
+    data = data.select(range(len(data)), new_fingerprint=combine("select_mix-data", content))
     if args.rows:
         data = data.shuffle(seed=args.seed).select(range(args.rows)).flatten_indices()
     device = "cuda" if torch.cuda.is_available() else "cpu"

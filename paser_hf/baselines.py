@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .config import PaserConfig
-from .divergence import BatchFitter, JsdScorer, _ResponseLogits, pad_batch, warn_if_emulated_bf16
+from .divergence import BatchFitter, JsdScorer, _ResponseLogits, default_chunk_tokens, pad_batch, warn_if_emulated_bf16
 from .fingerprint import combine
 from .formatting import (
     detect_format,
@@ -295,6 +295,7 @@ class IfdSelector(_Baseline):
         warn_if_emulated_bf16(model)
         head = _ResponseLogits(model)
         batches = BatchFitter(cfg.scoring_tokens_per_batch, head.device)
+        chunk_tokens = default_chunk_tokens(head.device) if cfg.jsd_chunk_tokens is None else cfg.jsd_chunk_tokens
         bar = tqdm(total=int(lengths[order].sum()), unit="tok", unit_scale=True, desc="IFD scoring",
                    disable=not cfg.show_progress)
         was_training = model.training
@@ -317,9 +318,9 @@ class IfdSelector(_Baseline):
                         alone_pos.append(range(len(prefix) + f - 1, len(prefix) + len(response) - 1))
                         target_ids.extend(response[f:])
                     loss_c[index] = _mean_cross_entropy(head, full, full_pos, target_ids, index, pad_id,
-                                                        cfg.jsd_chunk_tokens)
+                                                        chunk_tokens)
                     loss_r[index] = _mean_cross_entropy(head, alone, alone_pos, target_ids, index, pad_id,
-                                                        cfg.jsd_chunk_tokens)
+                                                        chunk_tokens)
                     bar.update(int(lengths[index].sum()))
 
                 batches.run(lengths[rows].tolist(), score, row_ids=rows.tolist())

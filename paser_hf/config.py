@@ -107,11 +107,11 @@ class PaserConfig:
             "resumes (needs a disk-backed dataset or `cache_dir`)."
         },
     )
-    jsd_chunk_tokens: int = field(
-        default=256,
+    jsd_chunk_tokens: Optional[int] = field(
+        default=None,
         metadata={
             "help": "Response positions whose vocabulary-sized distributions are compared at once; bounds the "
-            "memory of the divergence maths."
+            "memory of the divergence maths. None: 64 on CPU (the chunk stays in cache) and 256 on an accelerator."
         },
     )
     # NTM: concepts
@@ -176,7 +176,7 @@ class PaserConfig:
             "min_concept_words",
         ):
             value = getattr(self, name)
-            if value is None and name == "scoring_tokens_per_batch":
+            if value is None and name in ("scoring_tokens_per_batch", "jsd_chunk_tokens"):
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r}; it must be an integer >= 1.")

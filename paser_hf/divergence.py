@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 LN2 = math.log(2.0)
 CPU_TOKENS_PER_BATCH = 4096
 GPU_TOKENS_PER_BATCH = 65536
+CPU_CHUNK_TOKENS = 64
+GPU_CHUNK_TOKENS = 256
 
 
 def jensen_shannon(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
@@ -136,7 +138,7 @@ class JsdScorer:
         vocab: int,
         temperature: float = 1.0,
         tokens_per_batch: Optional[int] = None,
-        chunk_tokens: int = 1024,
+        chunk_tokens: Optional[int] = None,
         progress=None,
     ):
         warn_if_emulated_bf16(original)
@@ -146,7 +148,7 @@ class JsdScorer:
         self.vocab = vocab
         self.temperature = temperature
         self.batches = BatchFitter(tokens_per_batch, self.original.device)
-        self.chunk_tokens = chunk_tokens
+        self.chunk_tokens = default_chunk_tokens(self.original.device) if chunk_tokens is None else chunk_tokens
         self.progress = progress
 
     def __call__(self, batch: dict) -> dict:
@@ -244,6 +246,13 @@ def default_tokens_per_batch(device) -> int:
     thousand tokens, and 65536 on an accelerator, where bigger batches keep it busy (`BatchFitter` halves it
     until a batch fits)."""
     return CPU_TOKENS_PER_BATCH if torch.device(device).type == "cpu" else GPU_TOKENS_PER_BATCH
+
+
+def default_chunk_tokens(device) -> int:
+    """Response positions per chunk of divergence maths when none is given: 64 on CPU, where the ~20 passes
+    over each chunk's vocabulary-sized rows then stay in cache (on SmolLM2, 64 scored ~1.2x faster than 256
+    in bfloat16), and 256 on an accelerator."""
+    return CPU_CHUNK_TOKENS if torch.device(device).type == "cpu" else GPU_CHUNK_TOKENS
 
 
 class BatchFitter:

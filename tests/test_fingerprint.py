@@ -1,0 +1,36 @@
+"""model_fingerprint keys the scoring caches: equal for equal weights in any process, different after any edit."""
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from paser_hf.fingerprint import model_fingerprint
+from tiny import tiny_llama
+
+
+def test_equal_weights_give_equal_fingerprints_and_dtype_matters():
+    model = tiny_llama()
+    assert model_fingerprint(model) == model_fingerprint(copy.deepcopy(model))
+    assert model_fingerprint(model) != model_fingerprint(copy.deepcopy(model).to(torch.bfloat16))
+
+
+def test_one_ulp_outside_the_sample_changes_the_fingerprint():
+    model = tiny_llama()
+    before = model_fingerprint(model)
+    weight = model.get_input_embeddings().weight  # 261 x 32 = 8352 values: the sample takes every 2nd one
+    with torch.no_grad():
+        flat = weight.view(-1)
+        flat[1] = float(np.nextafter(np.float32(flat[1].item()), np.float32(np.inf)))
+    assert model_fingerprint(model) != before
+
+
+def test_the_fingerprint_is_the_same_in_a_fresh_process():
+    code = "from paser_hf.fingerprint import model_fingerprint; from tiny import tiny_llama; " \
+           "print(model_fingerprint(tiny_llama()))"
+    tests = Path(__file__).resolve().parent
+    out = subprocess.run([sys.executable, "-c", code], cwd=tests, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == model_fingerprint(tiny_llama())
