@@ -40,8 +40,8 @@ def planted_embeddings(n: int, dim: int = 384, clusters: int = 12, seed: int = 0
 def run_one(n: int, clusters: int, seed: int, queue) -> None:
     from sklearn.metrics import adjusted_rand_score
 
-    from paser_hf.clustering import cluster_instructions
-    from paser_hf.config import PaserConfig
+    from paser_hf.selection.clustering import cluster_instructions
+    from paser_hf.selection.config import PaserConfig
 
     x, truth = planted_embeddings(n, clusters=clusters, seed=seed)
     start = time.perf_counter()

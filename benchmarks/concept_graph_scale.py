@@ -3,7 +3,7 @@
 Part 1 builds the concept consistency graph through `try_add` on `--rows` synthetic concept sets
 (concept ids from a seeded Zipf-Mandelbrot law whose repeat rates resemble RAKE concepts of
 mix_train; at most 10 per row, 38% of rows with 10 as in mix_train), once per backend, each in a
-fresh subprocess so peak memory is its own: `lean` is `paser_hf.concepts.ConceptGraph`, `networkx`
+fresh subprocess so peak memory is its own: `lean` is `paser_hf.selection.concepts.ConceptGraph`, `networkx`
 the same rule on a `networkx.Graph`. Mode `try_add` is the selection loop; mode `add` accepts every
 row (the worst case for memory: every pair becomes an edge).
 Part 2 times `ConceptExtractor` on the real rows of mix_train (read at run time), extrapolates to
@@ -30,7 +30,7 @@ import networkx as nx
 import numpy as np
 import psutil
 
-from paser_hf.concepts import ConceptExtractor, ConceptGraph
+from paser_hf.selection.concepts import ConceptExtractor, ConceptGraph
 
 DATA = "/work/shared/data/instruct/mix_train.jsonl"
 OUT = Path(__file__).parent / "results" / "concept_graph_scale.json"

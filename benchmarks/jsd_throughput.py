@@ -28,8 +28,8 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "instruc
 def batches(rows: int, max_length: int, tokens_per_batch: int, tokenizer):
     from datasets import load_dataset
 
-    from paser_hf.divergence import pack_by_tokens
     from paser_hf.formatting import to_prompt_completion, tokenize_prompt_completion
+    from paser_hf.selection.divergence import pack_by_tokens
 
     data = load_dataset("json", data_files=str(DATA), split="train").shuffle(seed=0).select(range(rows))
     encoded = []
@@ -46,9 +46,9 @@ def batches(rows: int, max_length: int, tokens_per_batch: int, tokenizer):
 def run_variant(args) -> dict:
     import torch
 
-    from paser_hf.divergence import JsdScorer
     from paser_hf.models import load_model_and_tokenizer
     from paser_hf.pruning import prune_model
+    from paser_hf.selection.divergence import JsdScorer
 
     torch.manual_seed(0)
     dtype = getattr(torch, args.dtype)

@@ -31,12 +31,19 @@ import torch
 from datasets import Dataset
 from peft import LoraConfig
 
-from paser_hf import IfdSelector, PaserConfig, PaserDatasetSelector, RandomSelector
+from paser_hf import (
+    IfdSelector,
+    PaserConfig,
+    PaserDatasetSelector,
+    RandomSelector,
+    RecoveryConfig,
+    RecoveryTrainer,
+    merge_adapters_keep_sparsity,
+)
 from paser_hf.evaluation import load_mc_jsonl, multiple_choice_accuracy, perplexity
 from paser_hf.formatting import has_chat_template, make_row_formatter, tokenize_prompt_completion
 from paser_hf.models import load_model_and_tokenizer
 from paser_hf.pruning import count_parameters, decoder_layers, prune_model
-from paser_hf.recovery import RecoveryConfig, RecoveryTrainer, merge_adapters_keep_sparsity
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prune_smollm2 import calibration_texts, wikitext_prefix  # noqa: E402

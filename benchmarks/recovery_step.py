@@ -59,7 +59,7 @@ def naive_trainer_class():
     import torch
     import torch.nn.functional as F
 
-    from paser_hf.recovery import RecoveryTrainer
+    from paser_hf import RecoveryTrainer
 
     class NaiveKD(RecoveryTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -88,8 +88,8 @@ def run_variant(args) -> dict:
     from peft import LoraConfig
     from transformers import TrainerCallback
 
+    from paser_hf import RecoveryConfig, RecoveryTrainer
     from paser_hf.models import load_model_and_tokenizer
-    from paser_hf.recovery import RecoveryConfig, RecoveryTrainer
 
     cuda = torch.cuda.is_available()
     teacher, tokenizer = load_model_and_tokenizer(None)

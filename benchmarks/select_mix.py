@@ -23,7 +23,7 @@ import torch
 from datasets import load_dataset
 
 from paser_hf import PaserConfig, PaserDatasetSelector
-from paser_hf.fingerprint import combine
+from paser_hf.caching import combine
 from paser_hf.models import fastest_dtype, load_model_and_tokenizer
 from paser_hf.pruning import prune_model
 

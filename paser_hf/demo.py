@@ -163,12 +163,14 @@ def run_demo(config: Optional[DemoConfig] = None) -> DemoResult:
     from datasets import load_dataset
     from peft import LoraConfig
 
-    from .config import PaserConfig
     from .evaluation import load_mc_jsonl
     from .models import DEFAULT_MODEL_NAME, load_model_and_tokenizer
     from .pruning import prune_model
-    from .recovery import RecoveryConfig, RecoveryTrainer, merge_adapters_keep_sparsity
-    from .selector import PaserDatasetSelector
+    from .recovery.config import RecoveryConfig
+    from .recovery.merge import merge_adapters_keep_sparsity
+    from .recovery.trainer import RecoveryTrainer
+    from .selection.config import PaserConfig
+    from .selection.selector import PaserDatasetSelector
 
     cfg = config if config is not None else DemoConfig()
     out = Path(cfg.output_dir)

@@ -1,10 +1,10 @@
-"""Recover a pruned model on a dataset (typically a saved PASER selection) with `paser_hf.recovery.RecoveryTrainer`.
+"""Recover a pruned model on a dataset (typically a saved PASER selection) with `paser_hf.RecoveryTrainer`.
 
     accelerate launch --config_file recipes/accelerate/multi_gpu.yaml recipes/recover.py \
         --config recipes/configs/llama2_7b_lora_kd.yaml
 
 Arguments come from three dataclasses, read from the YAML given with ``--config`` and overridable on the command line:
-`RecoveryScriptArguments` (data, merging), `paser_hf.recovery.RecoveryConfig` (training, distillation, teacher) and
+`RecoveryScriptArguments` (data, merging), `paser_hf.RecoveryConfig` (training, distillation, teacher) and
 `trl.ModelConfig` (student path, dtype, LoRA). A missing ``model_name_or_path``, and a missing
 ``teacher_model_name_or_path`` when ``kd_alpha > 0``, default to the offline SmolLM2-135M-Instruct.
 """
@@ -19,12 +19,8 @@ from datasets import DatasetDict, load_dataset, load_from_disk
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import ModelConfig, TrlParser, get_peft_config
 
+from paser_hf import RecoveryConfig, RecoveryTrainer, merge_adapters_keep_sparsity
 from paser_hf.models import default_model_path
-from paser_hf.recovery import (
-    RecoveryConfig,
-    RecoveryTrainer,
-    merge_adapters_keep_sparsity,
-)
 
 
 @dataclass

@@ -6,9 +6,9 @@ import sys
 import numpy as np
 from accelerate import PartialState
 from datasets import Dataset
+from test_selector import make_selector, planted_rows
 
 from paser_hf import PaserConfig
-from test_selector import make_selector, planted_rows
 
 
 def run(shard_rows: int = 5):

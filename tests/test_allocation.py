@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from paser_hf.allocation import allocate, largest_remainder
+from paser_hf.selection.allocation import allocate, largest_remainder
 
 
 def test_largest_remainder_hand_computed():

@@ -6,12 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from datasets import Dataset, DatasetDict
+from tiny import tiny_llama, tiny_tokenizer
 from torch import nn
 
 from paser_hf import BaselineReport, IfdSelector, PaserConfig, RandomSelector
-from paser_hf.divergence import pack_by_tokens
 from paser_hf.formatting import make_row_formatter, tokenize_prompt_completion
-from tiny import tiny_llama, tiny_tokenizer
+from paser_hf.selection.divergence import pack_by_tokens
 
 
 def make_rows(n):

@@ -10,15 +10,14 @@ import sys
 import pytest
 import torch
 from datasets import load_from_disk
+from tiny import tiny_llama, tiny_tokenizer
 from transformers import AutoModelForCausalLM, BertConfig, BertModel
 
 from paser_hf.cli import EvaluateArguments, PruneArguments, RecoverArguments, SelectArguments, main
-from paser_hf.config import PaserConfig
 from paser_hf.demo import DEMO_MC, DEMO_TEXT, DEMO_TRAIN, DemoConfig, run_demo
 from paser_hf.evaluation import load_mc_jsonl
 from paser_hf.pruning import prune_model
-
-from tiny import tiny_llama, tiny_tokenizer
+from paser_hf.selection.config import PaserConfig
 
 ROWS = [
     {"instruction": f"Add {a} and {b}.", "input": "", "output": f"{a} + {b} = {a + b}."} for a, b in zip(range(12), range(5, 17))

@@ -6,18 +6,18 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score, homogeneity_score
 
-from paser_hf import clustering
-from paser_hf.clustering import (
+from paser_hf.selection import clustering
+from paser_hf.selection.clustering import (
+    ELBOW_PATIENCE,
     LowRankKernel,
     cluster_instructions,
-    ELBOW_PATIENCE,
     elbow,
     nmf_squared_error,
     nystrom_gaussian,
     symmetric_nmf,
 )
-from paser_hf.config import PaserConfig
-from paser_hf.manifold import dense_gaussian
+from paser_hf.selection.config import PaserConfig
+from paser_hf.selection.kernels import dense_gaussian
 
 
 def planted(n, k, seed=0, dim=64):
@@ -37,7 +37,7 @@ def config(**kwargs):
 @pytest.mark.parametrize("k", [4, 6])
 @pytest.mark.parametrize("method", ["dense", "sparse"])
 def test_elbow_recovers_planted_clusters(method, k):
-    """At the default d = 16: the k-NN σ of the affinity keeps the noise eigenvectors damped (see manifold)."""
+    """At the default d = 16: the k-NN σ of the affinity keeps the noise eigenvectors damped (see kernels)."""
     x, truth = planted(240, k, seed=k)
     # the sparse path is built for large N: on 240 rows its k-NN graph leaves ψ noisy at d = 16, so d = K there
     dim = k if method == "sparse" else PaserConfig().diffusion_dim

@@ -12,8 +12,8 @@ import nltk
 import pytest
 from rake_nltk import Rake
 
-from paser_hf.concepts import ConceptExtractor, ConceptGraph, tokenize_words
-from paser_hf.config import PaserConfig
+from paser_hf.selection.concepts import ConceptExtractor, ConceptGraph, tokenize_words
+from paser_hf.selection.config import PaserConfig
 
 FIB = "Write a Python function to compute the nth Fibonacci number: def fib(n): a, b = 0, 1"
 
@@ -192,7 +192,7 @@ def test_no_nltk_data_needed(monkeypatch):
 
 
 def test_no_nltk_data_in_fresh_process(tmp_path):
-    code = "from paser_hf.concepts import ConceptExtractor; print(ConceptExtractor()('Quantum computing. Qubits!'))"
+    code = "from paser_hf.selection.concepts import ConceptExtractor; print(ConceptExtractor()('Quantum computing. Qubits!'))"
     env = {**os.environ, "NLTK_DATA": str(tmp_path), "HOME": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "['quantum computing', 'qubits']"

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from paser_hf.distillation import (
+from paser_hf.recovery.losses import (
     LogitHead,
     chunked_head_losses,
     completion_positions,

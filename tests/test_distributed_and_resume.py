@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from datasets import Dataset
-
-from paser_hf import divergence
 from test_selector import base_config, make_selector, planted_rows
+
+from paser_hf.selection import divergence
 
 HERE = Path(__file__).parent
 

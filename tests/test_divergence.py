@@ -2,9 +2,9 @@ import math
 
 import pytest
 import torch
-
-from paser_hf.divergence import JsdScorer, common_vocabulary, default_tokens_per_batch, jensen_shannon
 from tiny import tiny_llama, tiny_tokenizer
+
+from paser_hf.selection.divergence import JsdScorer, common_vocabulary, default_tokens_per_batch, jensen_shannon
 
 
 def reference_jsd(original, pruned, ids, start, temperature=1.0):
@@ -136,7 +136,7 @@ def test_batches_halve_on_out_of_memory_until_they_fit(caplog):
     seen, progressed = [], []
     _oom_above(b, 30, seen)
     fitted = scorer(a, b, tokens_per_batch=200, progress=progressed.append)
-    with caplog.at_level("WARNING", logger="paser_hf.divergence"):
+    with caplog.at_level("WARNING", logger="paser_hf.selection.divergence"):
         out = fitted(batch)
     assert out["paser_jsd"] == pytest.approx(expected["paser_jsd"], rel=1e-5, abs=1e-7)
     assert out["paser_scored_tokens"] == expected["paser_scored_tokens"]

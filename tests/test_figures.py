@@ -6,8 +6,8 @@ from datasets import Dataset
 from matplotlib.image import imread
 
 from paser_hf import PaserConfig, __version__
-from paser_hf.figures import FIGURES, principal_plane, save_figures
-from paser_hf.report import ClusterStats, SelectionReport
+from paser_hf.reporting.figures import FIGURES, principal_plane, save_figures
+from paser_hf.reporting.report import ClusterStats, SelectionReport
 
 TOPICS = ["bake bread", "python function", "sum numbers", "translate french", "write poem", "sort list"]
 

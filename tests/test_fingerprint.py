@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from paser_hf.fingerprint import model_fingerprint
 from tiny import tiny_llama
+
+from paser_hf.caching import model_fingerprint
 
 
 def test_equal_weights_give_equal_fingerprints_and_dtype_matters():
@@ -29,7 +29,7 @@ def test_one_ulp_outside_the_sample_changes_the_fingerprint():
 
 
 def test_the_fingerprint_is_the_same_in_a_fresh_process():
-    code = "from paser_hf.fingerprint import model_fingerprint; from tiny import tiny_llama; " \
+    code = "from paser_hf.caching import model_fingerprint; from tiny import tiny_llama; " \
            "print(model_fingerprint(tiny_llama()))"
     tests = Path(__file__).resolve().parent
     out = subprocess.run([sys.executable, "-c", code], cwd=tests, capture_output=True, text=True, check=True)

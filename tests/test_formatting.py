@@ -1,5 +1,6 @@
 import pytest
 from datasets import Dataset
+from tiny import tiny_llama, tiny_tokenizer
 from trl import SFTConfig, SFTTrainer
 
 from paser_hf.formatting import (
@@ -10,7 +11,6 @@ from paser_hf.formatting import (
     to_trl_dataset,
     tokenize_prompt_completion,
 )
-from tiny import tiny_llama, tiny_tokenizer
 
 ALPACA = [
     {"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"},

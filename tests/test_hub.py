@@ -10,11 +10,11 @@ import pytest
 import yaml
 from datasets import Dataset, load_from_disk
 from huggingface_hub import DatasetCard, HfApi
+from test_figures import synthetic_report
 
 from paser_hf import PaserConfig, __version__
-from paser_hf.figures import FIGURES
-from paser_hf.hub import PASER_BIBTEX, dataset_card, push_selection_to_hub, save_selection, size_category
-from test_figures import synthetic_report
+from paser_hf.reporting.card import PASER_BIBTEX, dataset_card, push_selection_to_hub, save_selection, size_category
+from paser_hf.reporting.figures import FIGURES
 
 DATASETS_README = """---
 dataset_info:

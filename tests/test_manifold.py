@@ -1,12 +1,13 @@
-"""Spec 1 steps 1-5: affinity, normalised Laplacian, diffusion time and coordinates (`paser_hf.manifold`)."""
+"""Spec 1 steps 1-5: affinity, normalised Laplacian, diffusion time and coordinates (`paser_hf.selection.kernels`, `paser_hf.selection.diffusion`)."""
 
 import numpy as np
 import pytest
 from scipy.spatial.distance import pdist, squareform
 from sklearn.metrics import adjusted_rand_score
 
-from paser_hf import manifold
-from paser_hf.manifold import check_embeddings, dense_gaussian, diffusion_map, knn_gaussian, knn_search, l2_normalise
+from paser_hf.selection import diffusion, kernels
+from paser_hf.selection.diffusion import diffusion_map
+from paser_hf.selection.kernels import check_embeddings, dense_gaussian, knn_gaussian, knn_search, l2_normalise
 
 
 def blobs(n_per, centres, scale, seed=0):
@@ -59,7 +60,7 @@ def test_disconnected_knn_graph_uses_first_eigenvalue_above_tolerance():
     dmap = diffusion_map(W, dim=4, seed=0)
     assert dmap.num_components == 2
     assert dmap.t_rule == "first_above_tolerance"
-    assert dmap.eigenvalues[1] <= manifold.ZERO_EIGENVALUE_TOL < dmap.eigenvalues[2]
+    assert dmap.eigenvalues[1] <= diffusion.ZERO_EIGENVALUE_TOL < dmap.eigenvalues[2]
     assert dmap.lambda_2 == pytest.approx(dmap.eigenvalues[2])
     assert dmap.t == pytest.approx(1 / dmap.eigenvalues[2])
     # The two null coordinates are the component indicators (scaled by exp(0) = 1).
@@ -70,9 +71,9 @@ def test_disconnected_knn_graph_uses_first_eigenvalue_above_tolerance():
 
 
 def test_no_eigenvalue_above_tolerance_gives_t_zero():
-    t, lam, rule = manifold.diffusion_time(np.zeros(3))
+    t, lam, rule = diffusion.diffusion_time(np.zeros(3))
     assert (t, lam, rule) == (0.0, 0.0, "none_above_tolerance")
-    assert manifold.diffusion_time(np.array([0.0, 0.5]))[0] == pytest.approx(2.0)
+    assert diffusion.diffusion_time(np.array([0.0, 0.5]))[0] == pytest.approx(2.0)
 
 
 def test_hnsw_neighbours_agree_with_exact(monkeypatch):
@@ -83,7 +84,7 @@ def test_hnsw_neighbours_agree_with_exact(monkeypatch):
     np.testing.assert_allclose(
         exact_d2[:, 0], np.sort(squareform(pdist(x)) ** 2 + np.eye(len(x)) * 9, axis=1)[:, 0], atol=1e-4
     )
-    monkeypatch.setattr(manifold, "EXACT_KNN_MAX_ROWS", 0)
+    monkeypatch.setattr(kernels, "EXACT_KNN_MAX_ROWS", 0)
     ann_idx, ann_d2 = knn_search(x, 10)
     assert not (ann_idx == np.arange(len(x))[:, None]).any()
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ann_idx, exact_idx)])

@@ -3,10 +3,10 @@ import warnings
 import pytest
 import torch
 from datasets import Dataset
-
-import paser_hf.divergence
-from paser_hf.models import fastest_dtype, native_bf16
 from test_selector import base_config, make_selector, planted_rows
+
+import paser_hf.selection.divergence
+from paser_hf.models import fastest_dtype, native_bf16
 
 
 @pytest.mark.parametrize(
@@ -34,7 +34,7 @@ def _dtype_warnings(selector, rows):
 @pytest.mark.parametrize("native, dtype, warned", [(False, torch.bfloat16, 1), (True, torch.bfloat16, 0),
                                                    (False, torch.float32, 0)])
 def test_selector_warns_about_emulated_bf16_scoring(monkeypatch, native, dtype, warned):
-    monkeypatch.setattr(paser_hf.divergence, "native_bf16", lambda device: native)
+    monkeypatch.setattr(paser_hf.selection.divergence, "native_bf16", lambda device: native)
     selector = make_selector(base_config(num_clusters=2))
     selector.original_model.to(dtype)
     messages = _dtype_warnings(selector, planted_rows(3))

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from tiny import tiny_llama, tiny_tokenizer
 from trl import ModelConfig
 
-from paser_hf.recovery import RecoveryConfig
+from paser_hf import RecoveryConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"

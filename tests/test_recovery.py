@@ -11,13 +11,9 @@ from tiny import tiny_llama, tiny_tokenizer
 from transformers import LlamaConfig, LlamaForCausalLM
 from trl import SFTConfig, SFTTrainer
 
-from paser_hf.distillation import distillation_loss
+from paser_hf import RecoveryConfig, RecoveryTrainer, merge_adapters_keep_sparsity
 from paser_hf.formatting import to_trl_dataset
-from paser_hf.recovery import (
-    RecoveryConfig,
-    RecoveryTrainer,
-    merge_adapters_keep_sparsity,
-)
+from paser_hf.recovery.losses import distillation_loss
 
 COMMON = {
     "use_cpu": True, "bf16": False, "report_to": "none", "save_strategy": "no", "logging_steps": 1,

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset
+from tiny import tiny_llama, tiny_tokenizer
 from torch import nn
 
 from paser_hf import PaserConfig, PaserDatasetSelector
-from paser_hf.selector import NOT_REACHED, REJECTED, SELECTED, SKIPPED_EMPTY, SKIPPED_TRUNCATED
-from tiny import tiny_llama, tiny_tokenizer
+from paser_hf.selection.selector import NOT_REACHED, REJECTED, SELECTED, SKIPPED_EMPTY, SKIPPED_TRUNCATED
 
 TOPICS = {
     "math": ("Compute {a} plus {b}.", "{a} + {b} = {c}."),
@@ -250,7 +250,7 @@ def test_cache_dir_makes_a_rerun_reuse_scores(tmp_path, monkeypatch):
     first(data)
     assert any(p.name.startswith("paser-jsd-") for p in tmp_path.iterdir())
 
-    from paser_hf import divergence
+    from paser_hf.selection import divergence
 
     def fail(*args, **kwargs):
         raise AssertionError("JSD recomputed despite the cache")

@@ -11,12 +11,9 @@
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -24,50 +21,22 @@ from datasets import Dataset
 from datasets.fingerprint import Hasher
 from tqdm.auto import tqdm
 
-from . import __version__
-from .config import PaserConfig
-from .divergence import BatchFitter, JsdScorer, _ResponseLogits, default_chunk_tokens, pad_batch, warn_if_emulated_bf16
-from .fingerprint import combine
-from .formatting import (
+from .. import __version__
+from ..caching import combine
+from ..formatting import (
     detect_format,
     make_row_formatter,
     resolve_chat_template,
     response_text,
     tokenize_prompt_completion,
 )
+from ..reporting.report import BaselineReport
+from .config import PaserConfig
+from .divergence import BatchFitter, JsdScorer, _ResponseLogits, default_chunk_tokens, pad_batch, warn_if_emulated_bf16
 from .selector import SELECTED, SKIPPED_EMPTY, SKIPPED_TRUNCATED, _datasets_bars, _model_name, check_dataset
 
 NOT_SELECTED = "not_selected"
 SKIPPED_SHORT = "skipped_short_response"
-
-
-@dataclass
-class BaselineReport:
-    """What a baseline selection did (`selector.report_`); everything `to_dict()` returns is JSON-serialisable.
-
-    `details` holds the method's own counts (for IFD: rows at or above `max_ifd` used, rows skipped, tokens).
-    """
-
-    method: str
-    num_rows: int
-    budget: int
-    num_selected: int
-    timings: Dict[str, float]
-    config: Dict[str, Any]
-    models: Dict[str, Any] = field(default_factory=dict)
-    details: Dict[str, Any] = field(default_factory=dict)
-    warnings: List[str] = field(default_factory=list)
-
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
-
-    def save(self, directory) -> Path:
-        """Write `report.json` into `directory` (created if needed); returns its path."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / "report.json"
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
-        return path
 
 
 class _Baseline:

@@ -23,7 +23,7 @@ from typing import Callable, List, Optional, Sequence
 import torch
 from torch import nn
 
-from .models import native_bf16
+from ..models import native_bf16
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from typing import Optional
 
 import numpy as np
 
-from .models import default_embedder_path
+from ..models import default_embedder_path
 
 
 def load_embedder(name_or_path: Optional[str] = None, device: Optional[str] = None):

@@ -179,7 +179,7 @@ def k_curve(report) -> Figure:
     """The NMF relative-error curve over K, and the cut each extra cluster brings against the elbow tolerance.
 
     The cut from K−1 to K is a fraction of the error at the smallest K tried, and K is the smallest K after
-    which every cut stays below the tolerance: `paser_hf.clustering.elbow`.
+    which every cut stays below the tolerance: `paser_hf.selection.clustering.elbow`.
     """
     curve = {int(k): float(v) for k, v in report.k_curve.items()}
     clustering = report.clustering or {}

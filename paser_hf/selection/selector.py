@@ -18,15 +18,9 @@ from datasets.utils import logging as ds_logging
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import __version__
-from .allocation import allocate
-from .clustering import cluster_instructions
-from .concepts import ConceptExtractor, ConceptGraph
-from .config import PaserConfig
-from .divergence import JsdScorer, common_vocabulary
-from .embedding import embed, load_embedder
-from .fingerprint import combine, model_fingerprint
-from .formatting import (
+from .. import __version__
+from ..caching import combine, model_fingerprint
+from ..formatting import (
     detect_format,
     instruction_text,
     make_row_formatter,
@@ -35,7 +29,13 @@ from .formatting import (
     text_of,
     tokenize_prompt_completion,
 )
-from .report import ClusterStats, SelectionReport
+from ..reporting.report import ClusterStats, SelectionReport
+from .allocation import allocate
+from .clustering import cluster_instructions
+from .concepts import ConceptExtractor, ConceptGraph
+from .config import PaserConfig
+from .divergence import JsdScorer, common_vocabulary
+from .embedding import embed, load_embedder
 
 SELECTED = "selected"
 REJECTED = "rejected_inconsistent"

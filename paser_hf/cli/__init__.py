@@ -19,7 +19,7 @@ from typing import Optional
 
 from trl import TrlParser
 
-from . import __version__
+from .. import __version__
 
 DTYPES = ["float32", "bfloat16", "float16"]
 _DATA_FILES = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -202,7 +202,7 @@ def load_data(spec: str, split: str = "train", config: Optional[str] = None):
 
 
 def _load_model(spec: Optional[str], dtype: str, what: str):
-    from .models import DEFAULT_MODEL_NAME, fastest_dtype, load_model_and_tokenizer
+    from ..models import DEFAULT_MODEL_NAME, fastest_dtype, load_model_and_tokenizer
 
     if spec is None:
         print(f"{what}: {DEFAULT_MODEL_NAME} (built-in offline default)", file=sys.stderr)
@@ -228,8 +228,8 @@ def _take(data, n: Optional[int]):
 
 # ------------------------------------------------------------------ select
 def run_select(args: SelectArguments, config) -> None:
-    from . import hub
-    from .selector import PaserDatasetSelector
+    from ..reporting import card as hub
+    from ..selection.selector import PaserDatasetSelector
 
     data = _take(load_data(args.dataset, args.dataset_split, args.dataset_config), args.max_rows)
     config.budget_rows(len(data))
@@ -270,7 +270,8 @@ def run_recover(args: RecoverArguments, training, model_args) -> None:
     from peft import PeftModel
     from trl import get_peft_config
 
-    from .recovery import RecoveryTrainer, merge_adapters_keep_sparsity
+    from ..recovery.merge import merge_adapters_keep_sparsity
+    from ..recovery.trainer import RecoveryTrainer
 
     if not model_args.model_name_or_path:
         raise ValueError("give the pruned model to recover with --model_name_or_path")
@@ -294,8 +295,8 @@ def run_recover(args: RecoverArguments, training, model_args) -> None:
 
 # ------------------------------------------------------------------ prune
 def _calibration_texts(args: PruneArguments) -> list:
-    from .demo import DEMO_TRAIN
-    from .formatting import detect_format, instruction_text, response_text
+    from ..demo import DEMO_TRAIN
+    from ..formatting import detect_format, instruction_text, response_text
 
     data = load_data(args.calibration_dataset or str(DEMO_TRAIN), args.calibration_split)
     if args.calibration_samples < 1:
@@ -318,7 +319,7 @@ def _n_m(spec: Optional[str]):
 
 
 def run_prune(args: PruneArguments) -> None:
-    from .pruning import prune_model
+    from ..pruning import prune_model
 
     n_m = _n_m(args.n_m)
     sparsity = args.sparsity if args.sparsity is not None or n_m else 0.5
@@ -342,8 +343,8 @@ def run_prune(args: PruneArguments) -> None:
 def run_evaluate(args: EvaluateArguments) -> None:
     import random
 
-    from .demo import DEMO_MC, DEMO_TEXT, evaluate_model, format_table, nonzero_parameters, read_eval_text
-    from .evaluation import load_mc_jsonl
+    from ..demo import DEMO_MC, DEMO_TEXT, evaluate_model, format_table, nonzero_parameters, read_eval_text
+    from ..evaluation import load_mc_jsonl
 
     text_file, mc_file = args.text_file, args.mc_file
     if text_file is None and mc_file is None:
@@ -370,7 +371,7 @@ def run_evaluate(args: EvaluateArguments) -> None:
 
 # ------------------------------------------------------------------ demo
 def run_demo_command(config) -> None:
-    from .demo import run_demo
+    from ..demo import run_demo
 
     result = run_demo(config)
     print(result.table())
@@ -392,9 +393,9 @@ def _commands() -> dict:
     """name -> (dataclasses, runner, function giving the parser defaults that differ from the dataclasses')."""
     from trl import ModelConfig
 
-    from .config import PaserConfig
-    from .demo import DemoConfig
-    from .recovery import RecoveryConfig
+    from ..demo import DemoConfig
+    from ..recovery.config import RecoveryConfig
+    from ..selection.config import PaserConfig
 
     return {
         "select": ([SelectArguments, PaserConfig], run_select, dict),
@@ -461,5 +462,3 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())

@@ -23,10 +23,10 @@ from sklearn.cluster import KMeans, kmeans_plusplus
 from tqdm.auto import tqdm
 
 from .config import PaserConfig
-from .manifold import (
+from .diffusion import diffusion_map
+from .kernels import (
     check_embeddings,
     dense_gaussian,
-    diffusion_map,
     knn_gaussian,
     l2_normalise,
     median_sigma,

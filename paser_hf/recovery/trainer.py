@@ -1,4 +1,4 @@
-"""Recovery training of a pruned model (spec section 5): LoRA SFT and logit distillation from the unpruned teacher.
+"""`RecoveryTrainer`: LoRA SFT and logit distillation from the unpruned teacher (paper Sec. 4, App. F).
 
 ``loss = (1 - kd_alpha) * CE + kd_alpha * KD``, both means over the completion tokens (the tokens whose label is not
 -100, the mask `trl.SFTTrainer` builds). ``kd_alpha = 0`` is `trl.SFTTrainer` unchanged; ``kd_alpha = 1`` is the
@@ -8,17 +8,15 @@ paper's pure KD (App. F). `RecoveryTrainer` changes only `compute_loss` and adds
 from __future__ import annotations
 
 import logging
-import textwrap
 from contextlib import nullcontext
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from accelerate.utils import is_peft_model
 from datasets import Dataset
 from torch.distributed.tensor import DTensor
 from transformers import AutoTokenizer, PreTrainedModel
-from trl import SFTConfig, SFTTrainer
+from trl import SFTTrainer
 from trl.data_utils import get_dataset_column_names
 from trl.models import prepare_deepspeed, prepare_fsdp
 from trl.trainer.utils import (
@@ -28,124 +26,11 @@ from trl.trainer.utils import (
     maybe_gather_lm_head_ctx,
 )
 
-from .distillation import (
-    KD_LOSSES,
-    LogitHead,
-    chunked_head_losses,
-    completion_positions,
-)
-from .formatting import to_trl_dataset
+from ..formatting import to_trl_dataset
+from .config import PASER_PAPER, RecoveryConfig
+from .losses import LogitHead, chunked_head_losses, completion_positions
 
 logger = logging.getLogger(__name__)
-
-KD_SCHEDULES = ("constant", "kd_then_sft", "sft_then_kd")
-
-PASER_PAPER = {
-    "title": "PASER: Post-Training Data Selection for Efficient Pruned Large Language Model Recovery",
-    "id": "2502.12594",
-    "citation": textwrap.dedent("""\
-        @article{he2025paser,
-            title   = {{PASER: Post-Training Data Selection for Efficient Pruned Large Language Model Recovery}},
-            author  = {Bowei He and Lihao Yin and Hui-Ling Zhen and Xiaokun Zhang and Mingxuan Yuan and Chen Ma},
-            year    = 2025,
-            journal = {arXiv preprint arXiv:2502.12594},
-        }"""),
-}
-
-
-@dataclass
-class RecoveryConfig(SFTConfig):
-    """Configuration of `RecoveryTrainer`: `trl.SFTConfig` plus the distillation settings.
-
-    ``loss = (1 - kd_alpha) * CE + kd_alpha * kd_temperature^2 * D(teacher, student)`` on the completion tokens, ``D``
-    chosen by ``kd_loss`` (see `paser_hf.distillation`). The paper's LoRA settings (r=8, effective batch 64, 2 epochs,
-    lr 1e-4) are set in the recipes, not as defaults here.
-    """
-
-    _VALID_DICT_FIELDS = SFTConfig._VALID_DICT_FIELDS + ["teacher_model_init_kwargs"]
-
-    kd_alpha: float = field(
-        default=0.0,
-        metadata={
-            "help": "Weight of the distillation term, in [0, 1]: loss = (1 - kd_alpha) * CE + kd_alpha * KD. "
-            "0 is plain SFT (no teacher needed); 1 is pure logit distillation (the paper's App. F)."
-        },
-    )
-    kd_temperature: float = field(
-        default=1.0,
-        metadata={"help": "Softmax temperature T (> 0) of both distributions; the divergence is multiplied by T^2."},
-    )
-    kd_loss: str = field(
-        default="forward_kl",
-        metadata={
-            "help": "Divergence: 'forward_kl' KL(teacher || student), 'reverse_kl' KL(student || teacher), or 'jsd' "
-            "(generalised Jensen-Shannon with weight kd_jsd_beta on the teacher).",
-            "choices": list(KD_LOSSES),
-        },
-    )
-    kd_jsd_beta: float = field(
-        default=0.5,
-        metadata={
-            "help": "Mixture weight beta in (0, 1) of the generalised JSD: m = beta * teacher + (1 - beta) * student."
-        },
-    )
-    kd_chunk_size: int = field(
-        default=256,
-        metadata={
-            "help": "Completion tokens whose vocabulary-sized logits are alive at once in the distillation loss. "
-            "Larger is faster, smaller uses less memory."
-        },
-    )
-    kd_schedule: str = field(
-        default="constant",
-        metadata={
-            "help": "'constant' uses kd_alpha throughout. The paper's cascades: 'kd_then_sft' uses kd_alpha for the "
-            "first kd_stage_ratio of the training steps and plain SFT (alpha 0) after; 'sft_then_kd' the reverse.",
-            "choices": list(KD_SCHEDULES),
-        },
-    )
-    kd_stage_ratio: float = field(
-        default=0.5,
-        metadata={
-            "help": "Fraction in (0, 1) of the optimizer steps given to the first stage of a staged kd_schedule."
-        },
-    )
-    teacher_model_name_or_path: str | None = field(
-        default=None,
-        metadata={
-            "help": "Path or name of the unpruned teacher, loaded by the trainer when no teacher_model is passed. "
-            "It must use the student's tokenizer."
-        },
-    )
-    teacher_model_init_kwargs: dict[str, Any] | str | None = field(
-        default=None,
-        metadata={
-            "help": "Keyword arguments for `from_pretrained` when the teacher is given by name (e.g. "
-            "'{\"dtype\": \"bfloat16\"}'); dtype defaults to float32."
-        },
-    )
-
-    def __post_init__(self):
-        if not 0.0 <= self.kd_alpha <= 1.0:
-            raise ValueError(f"kd_alpha must be in [0, 1], got {self.kd_alpha}.")
-        if not self.kd_temperature > 0.0:
-            raise ValueError(f"kd_temperature must be > 0, got {self.kd_temperature}.")
-        if self.kd_loss not in KD_LOSSES:
-            raise ValueError(f"kd_loss must be one of {KD_LOSSES}, got {self.kd_loss!r}.")
-        if not 0.0 < self.kd_jsd_beta < 1.0:
-            raise ValueError(
-                f"kd_jsd_beta must be in (0, 1), got {self.kd_jsd_beta}; for the limits use kd_loss='forward_kl' or "
-                "'reverse_kl'."
-            )
-        if self.kd_chunk_size < 1:
-            raise ValueError(f"kd_chunk_size must be >= 1, got {self.kd_chunk_size}.")
-        if self.kd_schedule not in KD_SCHEDULES:
-            raise ValueError(f"kd_schedule must be one of {KD_SCHEDULES}, got {self.kd_schedule!r}.")
-        if self.kd_schedule != "constant" and self.kd_alpha == 0.0:
-            raise ValueError(f"kd_schedule={self.kd_schedule!r} alternates KD and SFT stages; it needs kd_alpha > 0.")
-        if not 0.0 < self.kd_stage_ratio < 1.0:
-            raise ValueError(f"kd_stage_ratio must be in (0, 1), got {self.kd_stage_ratio}.")
-        super().__post_init__()
 
 
 def _is_alpaca(dataset) -> bool:
@@ -201,7 +86,7 @@ class RecoveryTrainer(SFTTrainer):
       the student runs without labels and with ``output_hidden_states=True, logits_to_keep=1``: the ordinary forward
       through every wrapper (DDP, FSDP, DeepSpeed, PEFT), which skips trl's fused LM head (it returns no logits) and
       the model's own full-sequence logits. The final hidden states of the completion positions of both models then
-      go through their LM heads chunk by chunk (`paser_hf.distillation.chunked_head_losses`), which gives the KD
+      go through their LM heads chunk by chunk (`paser_hf.recovery.losses.chunked_head_losses`), which gives the KD
       term and the CE term from the same student logits.
 
     The teacher is frozen (``requires_grad=False``), in eval mode with dropout off, and prepared like trl prepares
@@ -413,24 +298,3 @@ class RecoveryTrainer(SFTTrainer):
                 local = torch.tensor(inputs["position_ids"].size(1), device=inputs["position_ids"].device)
             self._total_train_tokens += gather(local).sum().item() // self._tp_size
         metrics["num_tokens"] = [self._total_train_tokens]
-
-
-def merge_adapters_keep_sparsity(model):
-    """Merge LoRA adapters into the base weights and keep the base weights' zeros: returns the merged base model.
-
-    A LoRA update ``B A`` is dense, so `merge_and_unload` fills the zeroed weights of an unstructured-pruned student.
-    For each adapted layer this merges ``W <- W + s * B A`` and then sets ``W[W_before == 0] = 0``, one layer at a time
-    (one boolean mask alive at once). Use it instead of ``model.merge_and_unload()`` when the recovered model must stay
-    as sparse as the pruned one; the dropped update entries are the price of keeping the sparsity pattern.
-    """
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    if not is_peft_model(model):
-        raise TypeError(f"Expected a PeftModel with adapters to merge, got {type(model).__name__}.")
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, BaseTunerLayer) and not module.merged:
-                zeros = module.get_base_layer().weight == 0
-                module.merge()
-                module.get_base_layer().weight.masked_fill_(zeros, 0.0)
-    return model.unload()

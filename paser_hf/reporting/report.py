@@ -15,6 +15,35 @@ import numpy as np
 
 
 @dataclass
+class BaselineReport:
+    """What a baseline selection did (`selector.report_`); everything `to_dict()` returns is JSON-serialisable.
+
+    `details` holds the method's own counts (for IFD: rows at or above `max_ifd` used, rows skipped, tokens).
+    """
+
+    method: str
+    num_rows: int
+    budget: int
+    num_selected: int
+    timings: Dict[str, float]
+    config: Dict[str, Any]
+    models: Dict[str, Any] = field(default_factory=dict)
+    details: Dict[str, Any] = field(default_factory=dict)
+    warnings: List[str] = field(default_factory=list)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    def save(self, directory) -> Path:
+        """Write `report.json` into `directory` (created if needed); returns its path."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / "report.json"
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        return path
+
+
+@dataclass
 class ClusterStats:
     """One cluster: its size, capability degradation score, budget and outcome."""
 

@@ -1,0 +1,120 @@
+"""`RecoveryConfig`: `trl.SFTConfig` plus the distillation settings of `RecoveryTrainer`."""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass, field
+from typing import Any
+
+from trl import SFTConfig
+
+from .losses import KD_LOSSES
+
+KD_SCHEDULES = ("constant", "kd_then_sft", "sft_then_kd")
+
+PASER_PAPER = {
+    "title": "PASER: Post-Training Data Selection for Efficient Pruned Large Language Model Recovery",
+    "id": "2502.12594",
+    "citation": textwrap.dedent("""\
+        @article{he2025paser,
+            title   = {{PASER: Post-Training Data Selection for Efficient Pruned Large Language Model Recovery}},
+            author  = {Bowei He and Lihao Yin and Hui-Ling Zhen and Xiaokun Zhang and Mingxuan Yuan and Chen Ma},
+            year    = 2025,
+            journal = {arXiv preprint arXiv:2502.12594},
+        }"""),
+}
+
+
+@dataclass
+class RecoveryConfig(SFTConfig):
+    """Configuration of `RecoveryTrainer`: `trl.SFTConfig` plus the distillation settings.
+
+    ``loss = (1 - kd_alpha) * CE + kd_alpha * kd_temperature^2 * D(teacher, student)`` on the completion tokens, ``D``
+    chosen by ``kd_loss`` (see `paser_hf.recovery.losses`). The paper's LoRA settings (r=8, effective batch 64, 2 epochs,
+    lr 1e-4) are set in the recipes, not as defaults here.
+    """
+
+    _VALID_DICT_FIELDS = SFTConfig._VALID_DICT_FIELDS + ["teacher_model_init_kwargs"]
+
+    kd_alpha: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the distillation term, in [0, 1]: loss = (1 - kd_alpha) * CE + kd_alpha * KD. "
+            "0 is plain SFT (no teacher needed); 1 is pure logit distillation (the paper's App. F)."
+        },
+    )
+    kd_temperature: float = field(
+        default=1.0,
+        metadata={"help": "Softmax temperature T (> 0) of both distributions; the divergence is multiplied by T^2."},
+    )
+    kd_loss: str = field(
+        default="forward_kl",
+        metadata={
+            "help": "Divergence: 'forward_kl' KL(teacher || student), 'reverse_kl' KL(student || teacher), or 'jsd' "
+            "(generalised Jensen-Shannon with weight kd_jsd_beta on the teacher).",
+            "choices": list(KD_LOSSES),
+        },
+    )
+    kd_jsd_beta: float = field(
+        default=0.5,
+        metadata={
+            "help": "Mixture weight beta in (0, 1) of the generalised JSD: m = beta * teacher + (1 - beta) * student."
+        },
+    )
+    kd_chunk_size: int = field(
+        default=256,
+        metadata={
+            "help": "Completion tokens whose vocabulary-sized logits are alive at once in the distillation loss. "
+            "Larger is faster, smaller uses less memory."
+        },
+    )
+    kd_schedule: str = field(
+        default="constant",
+        metadata={
+            "help": "'constant' uses kd_alpha throughout. The paper's cascades: 'kd_then_sft' uses kd_alpha for the "
+            "first kd_stage_ratio of the training steps and plain SFT (alpha 0) after; 'sft_then_kd' the reverse.",
+            "choices": list(KD_SCHEDULES),
+        },
+    )
+    kd_stage_ratio: float = field(
+        default=0.5,
+        metadata={
+            "help": "Fraction in (0, 1) of the optimizer steps given to the first stage of a staged kd_schedule."
+        },
+    )
+    teacher_model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Path or name of the unpruned teacher, loaded by the trainer when no teacher_model is passed. "
+            "It must use the student's tokenizer."
+        },
+    )
+    teacher_model_init_kwargs: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Keyword arguments for `from_pretrained` when the teacher is given by name (e.g. "
+            "'{\"dtype\": \"bfloat16\"}'); dtype defaults to float32."
+        },
+    )
+
+    def __post_init__(self):
+        if not 0.0 <= self.kd_alpha <= 1.0:
+            raise ValueError(f"kd_alpha must be in [0, 1], got {self.kd_alpha}.")
+        if not self.kd_temperature > 0.0:
+            raise ValueError(f"kd_temperature must be > 0, got {self.kd_temperature}.")
+        if self.kd_loss not in KD_LOSSES:
+            raise ValueError(f"kd_loss must be one of {KD_LOSSES}, got {self.kd_loss!r}.")
+        if not 0.0 < self.kd_jsd_beta < 1.0:
+            raise ValueError(
+                f"kd_jsd_beta must be in (0, 1), got {self.kd_jsd_beta}; for the limits use kd_loss='forward_kl' or "
+                "'reverse_kl'."
+            )
+        if self.kd_chunk_size < 1:
+            raise ValueError(f"kd_chunk_size must be >= 1, got {self.kd_chunk_size}.")
+        if self.kd_schedule not in KD_SCHEDULES:
+            raise ValueError(f"kd_schedule must be one of {KD_SCHEDULES}, got {self.kd_schedule!r}.")
+        if self.kd_schedule != "constant" and self.kd_alpha == 0.0:
+            raise ValueError(f"kd_schedule={self.kd_schedule!r} alternates KD and SFT stages; it needs kd_alpha > 0.")
+        if not 0.0 < self.kd_stage_ratio < 1.0:
+            raise ValueError(f"kd_stage_ratio must be in (0, 1), got {self.kd_stage_ratio}.")
+        super().__post_init__()
