@@ -5,11 +5,12 @@ import math
 from pathlib import Path
 from types import SimpleNamespace
 
+import fixtures
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from torch import nn
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 from paser_hf.evaluation import (
     choice_loglikelihoods,
@@ -46,22 +47,7 @@ def byte_level_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def tiny_llama(vocab_size: int) -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-    )
-    model = LlamaForCausalLM(config).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p.normal_(0, 0.3)
-    return model
+    return fixtures.tiny_llama(vocab_size=vocab_size, max_positions=256, pad_token_id=None, init_std=0.3)
 
 
 class UnigramLM(nn.Module):

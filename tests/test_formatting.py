@@ -1,6 +1,6 @@
 import pytest
 from datasets import Dataset
-from tiny import tiny_llama, tiny_tokenizer
+from fixtures import tiny_llama, tiny_tokenizer
 from trl import SFTConfig, SFTTrainer
 
 from paser_hf.formatting import (

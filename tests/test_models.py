@@ -3,7 +3,7 @@ import warnings
 import pytest
 import torch
 from datasets import Dataset
-from test_selector import base_config, make_selector, planted_rows
+from fixtures import base_config, make_selector, planted_rows
 
 import paser_hf.selection.divergence
 from paser_hf.models import fastest_dtype, native_bf16

@@ -2,11 +2,12 @@
 
 import copy
 
+import fixtures
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from torch import nn
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from paser_hf.pruning import PruningReport, decoder_layers, prune_model
 
@@ -39,7 +40,7 @@ TEXTS = [
 ]
 
 
-def tiny_tokenizer() -> PreTrainedTokenizerFast:
+def word_tokenizer() -> PreTrainedTokenizerFast:
     vocab = {"[UNK]": 0, "[PAD]": 1, **{w: i + 2 for i, w in enumerate(WORDS)}}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -47,23 +48,8 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def tiny_llama(seed: int = 0, layers: int = 2) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(WORDS) + 2,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        pad_token_id=1,
-    )
-    model = LlamaForCausalLM(config).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p.normal_(0, 0.2)
-    return model
+    return fixtures.tiny_llama(vocab_size=len(WORDS) + 2, seed=seed, layers=layers, max_positions=64, pad_token_id=1,
+                               init_std=0.2)
 
 
 def decoder_linears(model):
@@ -76,7 +62,7 @@ def decoder_linears(model):
 
 
 def ids_of(text: str) -> torch.Tensor:
-    return tiny_tokenizer()(text, return_tensors="pt").input_ids
+    return word_tokenizer()(text, return_tensors="pt").input_ids
 
 
 def test_magnitude_exact_sparsity_per_layer_and_smallest_removed():
@@ -153,7 +139,7 @@ def test_wanda_matches_slow_reference_layer_by_layer(sparsity, n_m):
     dense = tiny_llama()
     model = copy.deepcopy(dense)
     report = prune_model(
-        model, method="wanda", sparsity=sparsity, n_m=n_m, calibration_texts=TEXTS, tokenizer=tiny_tokenizer()
+        model, method="wanda", sparsity=sparsity, n_m=n_m, calibration_texts=TEXTS, tokenizer=word_tokenizer()
     )
     assert report.calibration_tokens == sum(ids_of(t).numel() for t in TEXTS)
     for index in range(2):
@@ -170,7 +156,7 @@ def test_wanda_matches_slow_reference_layer_by_layer(sparsity, n_m):
 def test_n_m_pattern_holds_in_every_group():
     model = tiny_llama()
     report = prune_model(
-        model, method="wanda", sparsity=None, n_m=(1, 4), calibration_texts=TEXTS, tokenizer=tiny_tokenizer()
+        model, method="wanda", sparsity=None, n_m=(1, 4), calibration_texts=TEXTS, tokenizer=word_tokenizer()
     )
     for name, module in decoder_linears(model):
         groups = (module.weight != 0).reshape(module.out_features, -1, 4)
@@ -193,7 +179,7 @@ def test_structured_mlp_shrinks_and_keeps_outputs_when_removed_channels_are_dead
     x = ids_of(TEXTS[0])
     with torch.no_grad():
         before = model(input_ids=x).logits
-    kwargs = {"calibration_texts": TEXTS, "tokenizer": tiny_tokenizer()} if calibrated else {}
+    kwargs = {"calibration_texts": TEXTS, "tokenizer": word_tokenizer()} if calibrated else {}
     report = prune_model(model, method="structured_mlp", sparsity=0.25, **kwargs)
     removed = 2 * 16 * 3 * 32  # layers x channels x (gate row + up row + down column) x hidden
     assert report.num_parameters_before - report.num_parameters_after == removed
@@ -215,7 +201,7 @@ def test_structured_mlp_shrinks_and_keeps_outputs_when_removed_channels_are_dead
 
 def test_wanda_pruned_model_round_trips(tmp_path):
     model = tiny_llama()
-    prune_model(model, method="wanda", n_m=(2, 4), sparsity=None, calibration_texts=TEXTS, tokenizer=tiny_tokenizer())
+    prune_model(model, method="wanda", n_m=(2, 4), sparsity=None, calibration_texts=TEXTS, tokenizer=word_tokenizer())
     model.save_pretrained(tmp_path)
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path)
     for (_, a), (_, b) in zip(decoder_linears(model), decoder_linears(reloaded)):
@@ -230,7 +216,7 @@ def test_layer_drop_removes_the_identity_layer_and_reloads(tmp_path):
     x = ids_of(TEXTS[1])
     with torch.no_grad():
         before = model(input_ids=x).logits
-    report = prune_model(model, method="layer_drop", sparsity=0.34, calibration_texts=TEXTS, tokenizer=tiny_tokenizer())
+    report = prune_model(model, method="layer_drop", sparsity=0.34, calibration_texts=TEXTS, tokenizer=word_tokenizer())
     assert report.details["dropped_layers"] == [1]
     assert model.config.num_hidden_layers == 2 and len(decoder_layers(model)) == 2
     assert [layer.self_attn.layer_idx for layer in decoder_layers(model)] == [0, 1]
@@ -250,7 +236,7 @@ def test_layer_drop_removes_the_identity_layer_and_reloads(tmp_path):
         ({"sparsity": None}, "sparsity"),
         ({"method": "wanda"}, "calibration_texts"),
         ({"method": "wanda", "calibration_texts": TEXTS}, "tokenizer"),
-        ({"method": "wanda", "calibration_texts": TEXTS[0], "tokenizer": tiny_tokenizer()}, "list of str"),
+        ({"method": "wanda", "calibration_texts": TEXTS[0], "tokenizer": word_tokenizer()}, "list of str"),
         ({"n_m": (4, 2)}, "n_m"),
         ({"n_m": (0, 4)}, "n_m"),
         ({"n_m": (2, 4), "sparsity": 0.3}, "sparsity"),

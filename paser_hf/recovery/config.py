@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,18 +10,6 @@ from trl import SFTConfig
 from .losses import KD_LOSSES
 
 KD_SCHEDULES = ("constant", "kd_then_sft", "sft_then_kd")
-
-PASER_PAPER = {
-    "title": "PASER: Post-Training Data Selection for Efficient Pruned Large Language Model Recovery",
-    "id": "2502.12594",
-    "citation": textwrap.dedent("""\
-        @article{he2025paser,
-            title   = {{PASER: Post-Training Data Selection for Efficient Pruned Large Language Model Recovery}},
-            author  = {Bowei He and Lihao Yin and Hui-Ling Zhen and Xiaokun Zhang and Mingxuan Yuan and Chen Ma},
-            year    = 2025,
-            journal = {arXiv preprint arXiv:2502.12594},
-        }"""),
-}
 
 
 @dataclass

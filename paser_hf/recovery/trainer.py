@@ -27,7 +27,8 @@ from trl.trainer.utils import (
 )
 
 from ..formatting import to_trl_dataset
-from .config import PASER_PAPER, RecoveryConfig
+from ..paper import PASER_PAPER
+from .config import RecoveryConfig
 from .losses import LogitHead, chunked_head_losses, completion_positions
 
 logger = logging.getLogger(__name__)

@@ -2,7 +2,7 @@ import math
 
 import pytest
 import torch
-from tiny import tiny_llama, tiny_tokenizer
+from fixtures import tiny_llama, tiny_tokenizer
 
 from paser_hf.selection.divergence import JsdScorer, common_vocabulary, default_tokens_per_batch, jensen_shannon
 

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from fixtures import tiny_llama, tiny_tokenizer
 from safetensors.torch import load_file
-from tiny import tiny_llama, tiny_tokenizer
 from trl import ModelConfig
 
 from paser_hf import RecoveryConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "recipes"
 sys.path.insert(0, str(RECIPES))
 from recover import RecoveryScriptArguments

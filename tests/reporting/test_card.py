@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import yaml
 from datasets import Dataset, load_from_disk
+from fixtures import synthetic_report
 from huggingface_hub import DatasetCard, HfApi
-from test_figures import synthetic_report
 
 from paser_hf import PaserConfig, __version__
-from paser_hf.reporting.card import PASER_BIBTEX, dataset_card, push_selection_to_hub, save_selection, size_category
+from paser_hf.paper import PASER_BIBTEX
+from paser_hf.reporting.card import dataset_card, push_selection_to_hub, save_selection, size_category
 from paser_hf.reporting.figures import FIGURES
 
 DATASETS_README = """---

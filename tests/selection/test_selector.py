@@ -1,87 +1,11 @@
-import types
 import warnings
-import zlib
 
 import numpy as np
 import pytest
-import torch
 from datasets import Dataset
-from tiny import tiny_llama, tiny_tokenizer
-from torch import nn
+from fixtures import DamagedOnDigits, base_config, make_selector, planted_rows, tiny_llama, tiny_tokenizer
 
-from paser_hf import PaserConfig, PaserDatasetSelector
 from paser_hf.selection.selector import NOT_REACHED, REJECTED, SELECTED, SKIPPED_EMPTY, SKIPPED_TRUNCATED
-
-TOPICS = {
-    "math": ("Compute {a} plus {b}.", "{a} + {b} = {c}."),
-    "cook": ("Describe how to bake {w} bread.", "Mix flour, water and {w} yeast, then bake it."),
-    "code": ("Write a python function named {w}.", "def {w}(): return None"),
-}
-WORDS = ["alpha", "brisk", "cedar", "dune", "ember", "fjord", "grove", "haze", "iris", "jade", "kelp", "lumen"]
-
-
-def planted_rows(per_topic=12):
-    rows = []
-    for i in range(per_topic):
-        for topic, (instr, out) in TOPICS.items():
-            a, b, w = i + 2, 3 * i + 1, WORDS[i % len(WORDS)]
-            rows.append(
-                {
-                    "instruction": instr.format(a=a, b=b, w=w),
-                    "input": "",
-                    "output": out.format(a=a, b=b, c=a + b, w=w),
-                    "topic": topic,
-                }
-            )
-    return rows
-
-
-class TopicEmbedder:
-    """A stand-in SentenceTransformer: one direction per topic keyword plus a little seeded noise."""
-
-    keys = ("plus", "bread", "python")
-
-    def encode(self, texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False):
-        out = np.zeros((len(texts), 8), dtype=np.float32)
-        for r, text in enumerate(texts):
-            for j, key in enumerate(self.keys):
-                out[r, j] = 1.0 if key in text else 0.0
-            out[r, 3:] = np.random.default_rng(zlib.crc32(text.encode())).normal(0, 0.05, 5)
-        return out / np.linalg.norm(out, axis=1, keepdims=True)
-
-
-class DamagedOnDigits(nn.Module):
-    """The original model, but with its logits scrambled on every row that contains a digit (the math topic)."""
-
-    def __init__(self, model, digit_ids):
-        super().__init__()
-        self.inner = model
-        self.config = model.config
-        self.digit_ids = torch.tensor(sorted(digit_ids))
-
-    def get_output_embeddings(self):
-        return self.inner.get_output_embeddings()
-
-    def forward(self, input_ids, attention_mask=None, use_cache=False):
-        logits = self.inner(input_ids=input_ids, attention_mask=attention_mask).logits
-        damaged = torch.isin(input_ids, self.digit_ids).any(dim=1)
-        noise = torch.randn(logits.shape, generator=torch.Generator().manual_seed(0)) * 4.0
-        return types.SimpleNamespace(logits=logits + damaged[:, None, None] * noise)
-
-
-def make_selector(config, pruned=None, **kwargs):
-    tok = tiny_tokenizer()
-    original = tiny_llama(seed=0)
-    if pruned is None:
-        digits = {tok.convert_tokens_to_ids(str(d)) for d in range(10)}
-        pruned = DamagedOnDigits(original, digits)
-    return PaserDatasetSelector(original, pruned, tok, config=config, embedder=TopicEmbedder(), **kwargs)
-
-
-def base_config(**overrides):
-    values = dict(budget=0.25, num_clusters=3, show_progress=False, seed=0)
-    values.update(overrides)
-    return PaserConfig(**values)
 
 
 def test_budget_goes_to_the_damaged_capability():

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from datasets import Dataset, DatasetDict
-from tiny import tiny_llama, tiny_tokenizer
+from fixtures import tiny_llama, tiny_tokenizer
 from torch import nn
 
 from paser_hf import BaselineReport, IfdSelector, PaserConfig, RandomSelector

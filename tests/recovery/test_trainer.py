@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
+from fixtures import tiny_llama, tiny_tokenizer
 from peft import LoraConfig, PeftModel
-from tiny import tiny_llama, tiny_tokenizer
 from transformers import LlamaConfig, LlamaForCausalLM
 from trl import SFTConfig, SFTTrainer
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 from datasets import Dataset
-from test_selector import base_config, make_selector, planted_rows
+from fixtures import base_config, make_selector, planted_rows
 
 from paser_hf import PaserDatasetSelector
 from paser_hf.selection.selector import REJECTED, SELECTED

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 from datasets import load_from_disk
-from tiny import tiny_llama, tiny_tokenizer
+from fixtures import tiny_llama, tiny_tokenizer
 from transformers import AutoModelForCausalLM, BertConfig, BertModel
 
 from paser_hf.cli import EvaluateArguments, PruneArguments, RecoverArguments, SelectArguments, main

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from datasets import Dataset
-from test_selector import base_config, make_selector, planted_rows
+from fixtures import base_config, make_selector, planted_rows
 
 from paser_hf.selection import divergence
 
@@ -54,7 +54,7 @@ def test_two_cpu_processes_select_what_one_does(tmp_path):
 
     single = run()
     out = tmp_path / "outcome"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(HERE.parent), os.environ.get("PYTHONPATH", "")]))
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 from accelerate import PartialState
 from datasets import Dataset
-from test_selector import make_selector, planted_rows
+from fixtures import make_selector, planted_rows
 
 from paser_hf import PaserConfig
 

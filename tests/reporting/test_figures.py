@@ -3,80 +3,11 @@ import warnings
 
 import numpy as np
 from datasets import Dataset
+from fixtures import synthetic_report
 from matplotlib.image import imread
 
-from paser_hf import PaserConfig, __version__
 from paser_hf.reporting.figures import FIGURES, principal_plane, save_figures
-from paser_hf.reporting.report import ClusterStats, SelectionReport
-
-TOPICS = ["bake bread", "python function", "sum numbers", "translate french", "write poem", "sort list"]
-
-
-def synthetic_report(n=240, k=4, seed=0, num_clusters=None, details=True):
-    """A selection report with per-row details built directly (blobs in 8-d, JSD rising with the cluster id)."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % k
-    centres = rng.normal(0, 1, (k, 8))
-    coordinates = centres[labels] + rng.normal(0, 0.15, (n, 8))
-    jsd = np.clip(0.05 + 0.08 * labels + rng.normal(0, 0.03, n), 0, 1)
-    jsd[0] = np.nan  # an empty response, never scored
-    budget = n // 5
-    status = np.full(n, "not_reached", dtype=object)
-    status[0] = "skipped_empty_response"
-    allocated, selected, rejected = [], [], []
-    for c in range(k):
-        members = np.flatnonzero((labels == c) & np.isfinite(jsd))
-        want = budget * (c + 1) // sum(range(1, k + 1))
-        take, drop = members[:want], members[want : want + c]
-        status[take], status[drop] = "selected", "rejected_inconsistent"
-        allocated.append(want)
-        selected.append(len(take))
-        rejected.append(len(drop))
-    concepts = [[TOPICS[l % len(TOPICS)], f"item {i % 7}", "following"] for i, l in enumerate(labels)]
-    texts = [f"Please {TOPICS[l % len(TOPICS)]} number {i}." for i, l in enumerate(labels)]
-    config = PaserConfig(budget=budget, seed=seed, num_clusters=num_clusters)
-    curve = {} if num_clusters else {2: 0.62, 3: 0.41, 4: 0.30, 5: 0.29}
-    stats = [
-        ClusterStats(
-            cluster=c,
-            size=int((labels == c).sum()),
-            candidates=int(((labels == c) & np.isfinite(jsd)).sum()),
-            cds=float(np.nanmean(jsd[labels == c])),
-            allocated=allocated[c],
-            selected=selected[c],
-            rejected=rejected[c],
-            mean_ies=0.01,
-        )
-        for c in range(k)
-    ]
-    report = SelectionReport(
-        num_rows=n,
-        budget=budget,
-        num_selected=int((status == "selected").sum()),
-        k=k,
-        k_curve=curve,
-        clusters=stats,
-        clustering={"k": k, "k_requested": k, "empty_clusters": 0, "method": "dense", "t": 2.5,
-                    "t_rule": "lambda_2", "diffusion_dim": 8},
-        concept_graph={"nodes": 40, "edges": 90},
-        num_truncated=0,
-        scored_tokens=12345,
-        num_skipped_empty_response=1,
-        allocation_fallback=None,
-        timings={"clustering": 0.1},
-        config=config.to_dict(),
-        dataset_format="alpaca",
-        models={"original": "org/original-model", "pruned": "org/pruned-model", "vocabulary": 261,
-                "paser_hf_version": __version__, "dataset_fingerprint": "abc123"},
-        warnings=[],
-    )
-    if details:
-        scores = Dataset.from_dict({
-            "index": np.arange(n), "paser_cluster": labels, "paser_jsd": jsd, "paser_ies": jsd / 10,
-            "paser_concepts": concepts, "paser_status": status.tolist(),
-        })
-        report.attach(scores, coordinates, texts)
-    return report
+from paser_hf.reporting.report import SelectionReport
 
 
 def assert_readable_png(path, min_width=500, min_height=250):
@@ -157,7 +88,7 @@ def test_principal_plane_fixes_the_axes_signs():
 
 
 def test_selector_attaches_details_and_saves(tmp_path):
-    from test_selector import base_config, make_selector, planted_rows
+    from fixtures import base_config, make_selector, planted_rows
 
     selector = make_selector(base_config())
     with warnings.catch_warnings():
