@@ -29,7 +29,7 @@ def batches(rows: int, max_length: int, tokens_per_batch: int, tokenizer):
     from datasets import load_dataset
 
     from paser_hf.formatting import to_prompt_completion, tokenize_prompt_completion
-    from paser_hf.selection.divergence import pack_by_tokens
+    from paser_hf.selection.scoring import pack_by_tokens
 
     data = load_dataset("json", data_files=str(DATA), split="train").shuffle(seed=0).select(range(rows))
     encoded = []

@@ -12,9 +12,11 @@ import random
 import time
 from pathlib import Path
 
+from datasets import Dataset
+
 from paser_hf.evaluation import perplexity
 from paser_hf.models import load_model_and_tokenizer
-from paser_hf.pruning import count_parameters, decoder_layers, prune_model
+from paser_hf.pruning import count_parameters, decoder_layers, prune_model, sample_calibration_texts
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -28,9 +30,10 @@ def wikitext_prefix(tokenizer, path: Path, tokens: int) -> str:
 
 
 def calibration_texts(path: Path, count: int, seed: int = 0) -> list[str]:
+    """`count` rows of a JSONL file drawn with `random.Random(seed)` (the sample behind the committed results), as
+    `sample_calibration_texts` writes them."""
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    picked = random.Random(seed).sample(rows, count)
-    return ["\n".join(part for part in (r["instruction"], r.get("input", ""), r["output"]) if part) for r in picked]
+    return sample_calibration_texts(Dataset.from_list(random.Random(seed).sample(rows, count)))
 
 
 def main() -> None:

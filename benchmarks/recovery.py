@@ -37,13 +37,12 @@ from paser_hf import (
     PaserDatasetSelector,
     RandomSelector,
     RecoveryConfig,
-    RecoveryTrainer,
-    merge_adapters_keep_sparsity,
 )
 from paser_hf.evaluation import load_mc_jsonl, multiple_choice_accuracy, perplexity
 from paser_hf.formatting import has_chat_template, make_row_formatter, tokenize_prompt_completion
 from paser_hf.models import load_model_and_tokenizer
 from paser_hf.pruning import count_parameters, decoder_layers, prune_model
+from paser_hf.recovery.run import recover as run_recovery
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prune_smollm2 import calibration_texts, wikitext_prefix  # noqa: E402
@@ -147,14 +146,10 @@ def recover(pruned, original, tokenizer, subset: Dataset, args, kd_alpha: float,
     )
     lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
     start = time.perf_counter()
-    trainer = RecoveryTrainer(
-        model=student, teacher_model=original if kd_alpha > 0 else None, args=config,
-        train_dataset=subset.select_columns(["instruction", "input", "output"]), processing_class=tokenizer,
-        peft_config=lora,
-    )
-    state = trainer.train()
-    merged = merge_adapters_keep_sparsity(trainer.model).eval()
-    return merged, time.perf_counter() - start, state.global_step, state.training_loss
+    result = run_recovery(student, config, subset.select_columns(["instruction", "input", "output"]), tokenizer,
+                          peft_config=lora, teacher_model=original if kd_alpha > 0 else None, save=False)
+    state = result.train_output
+    return result.model, time.perf_counter() - start, state.global_step, state.training_loss
 
 
 def composition(subset: Dataset) -> dict:

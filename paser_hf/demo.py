@@ -1,8 +1,8 @@
 """The offline demo (`paser demo`): prune the built-in model, select a recovery subset of the shipped instruction
 set with PASER, recover with LoRA, and compare original / pruned / recovered on the shipped eval sets.
 
-`run_demo(DemoConfig(...))` is the whole pipeline; `evaluate_model` and `format_table` are shared with
-`paser evaluate`.
+`run_demo(DemoConfig(...))` is the whole pipeline, a Python API like `prune_model` or `PaserDatasetSelector`;
+`paser_hf.cli.demo` only prints its table.
 """
 
 from __future__ import annotations
@@ -10,17 +10,15 @@ from __future__ import annotations
 import copy
 import json
 import random
-import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
-DEMO_TRAIN = DATA_DIR / "demo.jsonl"
-DEMO_TEXT = DATA_DIR / "demo_eval_text.txt"
-DEMO_MC = DATA_DIR / "demo_mc.jsonl"
+from .evaluation import format_table
+from .pruning import METHODS
+
 TABLE_COLUMNS = ["model", "nonzero_params", "perplexity", "mc_accuracy", "mc_acc_norm"]
 
 
@@ -37,7 +35,7 @@ class DemoConfig:
     )
     prune_method: str = field(
         default="wanda",
-        metadata={"help": "Pruning method.", "choices": ["magnitude", "wanda", "structured_mlp", "layer_drop"]},
+        metadata={"help": "Pruning method.", "choices": list(METHODS)},
     )
     sparsity: float = field(default=0.5, metadata={"help": "Pruning sparsity."})
     calibration_samples: int = field(default=8, metadata={"help": "Demo rows used as pruning calibration texts."})
@@ -86,89 +84,54 @@ class DemoResult:
         return asdict(self)
 
 
-def read_eval_text(path, max_words: Optional[int] = None) -> str:
-    """Plain text (.txt, .raw, .tokens) or JSONL rows with a "text" field (joined with blank lines, as WikiText)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such text file")
-    if path.suffix == ".jsonl":
-        with open(path, encoding="utf-8") as handle:
-            rows = [json.loads(line) for line in handle if line.strip()]
-        if not rows or not all(isinstance(r, dict) and isinstance(r.get("text"), str) for r in rows):
-            raise ValueError(f"{path}: every JSONL row needs a 'text' string")
-        text = "\n\n".join(r["text"] for r in rows)
-    else:
-        text = path.read_text(encoding="utf-8")
-    if max_words is not None:
-        ends = [m.end() for m in re.finditer(r"\S+", text)]
-        if len(ends) > max_words:
-            text = text[: ends[max_words - 1]]
-    if not text.strip():
-        raise ValueError(f"{path}: the text is empty")
-    return text
-
-
-def evaluate_model(model, tokenizer, text: Optional[str] = None, mc_rows: Optional[Sequence[dict]] = None,
-                   max_length: int = 256, stride: Optional[int] = None, batch_size: int = 8,
-                   show_progress: bool = True) -> dict:
-    """{"perplexity", "mc_accuracy", "mc_acc_norm", "mc_n"} for whichever of `text` and `mc_rows` is given."""
-    from .evaluation import multiple_choice_accuracy, perplexity
-
-    row = {}
-    if text is not None:
-        row["perplexity"] = perplexity(model, tokenizer, text, max_length=max_length, stride=stride,
-                                       show_progress=show_progress)["perplexity"]
-    if mc_rows:
-        result = multiple_choice_accuracy(model, tokenizer, mc_rows, batch_size=batch_size, show_progress=show_progress)
-        row.update(mc_accuracy=result["accuracy"], mc_acc_norm=result["acc_norm"], mc_n=result["n"])
-    return row
-
-
-def nonzero_parameters(model) -> int:
-    return sum(int((p != 0).sum()) for p in model.parameters())
-
-
-def _cell(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.3f}" if abs(value) < 10 else f"{value:.2f}"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
-    return "-" if value is None else str(value)
-
-
-def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
-    """A markdown table of `columns` (missing values shown as '-')."""
-    columns = [c for c in columns if any(c in r for r in rows)]
-    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-
-    def line(values) -> str:
-        return "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths)) + " |"
-
-    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([line(columns), rule, *(line(row) for row in cells)])
-
-
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _row_text(row: dict) -> str:
-    return "\n".join(part for part in (row["instruction"], row.get("input") or "", row["output"]) if part)
+def _demo_data(cfg: DemoConfig) -> tuple:
+    """(the seeded sample of the shipped instructions, the eval text, the seeded sample of the questions)."""
+    from datasets import load_dataset
+
+    from .evaluation import load_mc_jsonl, read_eval_text
+    from .models import DEMO_MC, DEMO_TEXT, DEMO_TRAIN
+
+    data = load_dataset("json", data_files=str(DEMO_TRAIN), split="train")
+    if cfg.max_rows is not None and cfg.max_rows < len(data):
+        data = data.shuffle(seed=cfg.seed).select(range(cfg.max_rows)).flatten_indices()
+    text = read_eval_text(DEMO_TEXT, cfg.eval_max_words)
+    mc_rows = load_mc_jsonl(DEMO_MC)
+    if cfg.mc_limit is not None and cfg.mc_limit < len(mc_rows):
+        mc_rows = random.Random(cfg.seed).sample(mc_rows, cfg.mc_limit)
+    return data, text, mc_rows
+
+
+def _recovery_settings(cfg: DemoConfig, output_dir: Path) -> tuple:
+    """(`RecoveryConfig`, `LoraConfig`) of the demo's LoRA recovery: constant learning rate, nothing saved."""
+    import torch
+    from peft import LoraConfig
+
+    from .recovery.config import RecoveryConfig
+
+    args = RecoveryConfig(
+        output_dir=str(output_dir), num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, lr_scheduler_type="constant",
+        warmup_steps=0, max_length=cfg.max_length, kd_alpha=cfg.kd_alpha, logging_steps=5, save_strategy="no",
+        report_to="none", bf16=False, use_cpu=not torch.cuda.is_available(), activation_checkpointing=False,
+        dataloader_num_workers=0, seed=cfg.seed, disable_tqdm=not cfg.show_progress,
+    )
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules="all-linear",
+                      task_type="CAUSAL_LM")
+    return args, lora
 
 
 def run_demo(config: Optional[DemoConfig] = None) -> DemoResult:
     """Run the demo pipeline and write `demo_results.json`, `demo_table.md`, the subset and the report."""
     import torch
-    from datasets import load_dataset
-    from peft import LoraConfig
 
-    from .evaluation import load_mc_jsonl
+    from .evaluation import evaluate_model, nonzero_parameters
     from .models import DEFAULT_MODEL_NAME, load_model_and_tokenizer
-    from .pruning import prune_model
-    from .recovery.config import RecoveryConfig
-    from .recovery.merge import merge_adapters_keep_sparsity
-    from .recovery.trainer import RecoveryTrainer
+    from .pruning import prune_model, sample_calibration_texts
+    from .recovery.run import recover
     from .selection.config import PaserConfig
     from .selection.selector import PaserDatasetSelector
 
@@ -185,13 +148,7 @@ def run_demo(config: Optional[DemoConfig] = None) -> DemoResult:
     original, tokenizer = load_model_and_tokenizer(cfg.original_model)
     timings["load"] = time.perf_counter() - t0
 
-    data = load_dataset("json", data_files=str(DEMO_TRAIN), split="train")
-    if cfg.max_rows is not None and cfg.max_rows < len(data):
-        data = data.shuffle(seed=cfg.seed).select(range(cfg.max_rows)).flatten_indices()
-    text = read_eval_text(DEMO_TEXT, cfg.eval_max_words)
-    mc_rows = load_mc_jsonl(DEMO_MC)
-    if cfg.mc_limit is not None and cfg.mc_limit < len(mc_rows):
-        mc_rows = random.Random(cfg.seed).sample(mc_rows, cfg.mc_limit)
+    data, text, mc_rows = _demo_data(cfg)
 
     def evaluate(model) -> dict:
         return evaluate_model(model, tokenizer, text, mc_rows, max_length=cfg.max_length,
@@ -200,8 +157,7 @@ def run_demo(config: Optional[DemoConfig] = None) -> DemoResult:
     _say(f"[2/5] pruning a copy: {cfg.prune_method}, sparsity {cfg.sparsity}")
     t0 = time.perf_counter()
     pruned = copy.deepcopy(original)
-    calibration = [_row_text(r) for r in data.shuffle(seed=cfg.seed).select(range(min(cfg.calibration_samples,
-                                                                                      len(data))))]
+    calibration = sample_calibration_texts(data, cfg.calibration_samples, seed=cfg.seed)
     pruning = prune_model(pruned, method=cfg.prune_method, sparsity=cfg.sparsity, calibration_texts=calibration,
                           tokenizer=tokenizer, calibration_max_length=cfg.max_length)
     timings["prune"] = time.perf_counter() - t0
@@ -231,23 +187,10 @@ def run_demo(config: Optional[DemoConfig] = None) -> DemoResult:
 
     _say(f"[4/5] LoRA recovery on the {len(subset)} selected rows")
     t0 = time.perf_counter()
-    args = RecoveryConfig(
-        output_dir=str(out / "trainer"), num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, lr_scheduler_type="constant",
-        warmup_steps=0, max_length=cfg.max_length, kd_alpha=cfg.kd_alpha, logging_steps=5, save_strategy="no",
-        report_to="none", bf16=False, use_cpu=not torch.cuda.is_available(), activation_checkpointing=False,
-        dataloader_num_workers=0, seed=cfg.seed, disable_tqdm=not cfg.show_progress,
-    )
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules="all-linear",
-                      task_type="CAUSAL_LM")
-    trainer = RecoveryTrainer(
-        model=pruned,
-        teacher_model=original if cfg.kd_alpha > 0 else None,
-        args=args, train_dataset=subset.remove_columns(["capability"]), processing_class=tokenizer,
-        peft_config=lora,
-    )
-    train = trainer.train()
-    recovered = merge_adapters_keep_sparsity(trainer.model).eval()
+    args, lora = _recovery_settings(cfg, out / "trainer")
+    recovery = recover(pruned, args, subset.remove_columns(["capability"]), tokenizer, peft_config=lora,
+                       teacher_model=original if cfg.kd_alpha > 0 else None, save=False)
+    recovered, train = recovery.model, recovery.train_output
     timings["training"] = time.perf_counter() - t0
 
     _say("[5/5] evaluating the recovered model")

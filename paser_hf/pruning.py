@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from .formatting import detect_format, instruction_text, response_text
+
 METHODS = ("magnitude", "wanda", "structured_mlp", "layer_drop")
 _NEEDS_CALIBRATION = ("wanda", "layer_drop")
 
@@ -58,6 +60,26 @@ class PruningReport:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def sample_calibration_texts(data, samples: int | None = None, seed: int = 0) -> list[str]:
+    """Calibration texts from a `datasets.Dataset`: a seeded sample of ``samples`` rows (all rows when None), each
+    row's ``text`` (blank ones skipped) or, for instruction data, its parts joined by newlines: instruction, input
+    and output for Alpaca rows, else the instruction side and the response."""
+    if samples is not None:
+        if samples < 1:
+            raise ValueError(f"calibration_samples={samples}; it must be >= 1")
+        data = data.shuffle(seed=seed).select(range(min(samples, len(data))))
+    if "text" in data.column_names:
+        return [t for t in data["text"] if t and t.strip()]
+    fmt = detect_format(data.column_names)
+
+    def parts(row: dict) -> tuple:
+        if fmt == "alpaca":
+            return row["instruction"], row.get("input"), row["output"]
+        return instruction_text(row, fmt), response_text(row, fmt)
+
+    return ["\n".join(part for part in parts(row) if part) for row in data]
 
 
 def prune_model(

@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-python -m pytest -q -p no:cacheprovider tests "$@"
+# no path given: pytest runs testpaths from pyproject.toml (tests/)
+python -m pytest -q -p no:cacheprovider "$@"

@@ -216,3 +216,72 @@ def synthetic_report(n=240, k=4, seed=0, num_clusters=None, details=True):
         })
         report.attach(scores, coordinates, texts)
     return report
+
+
+CLI_ROWS = [
+    {"instruction": f"Add {a} and {b}.", "input": "", "output": f"{a} + {b} = {a + b}."}
+    for a, b in zip(range(12), range(5, 17))
+] + [
+    {"instruction": f"Write a python function named f{i}.", "input": "", "output": f"def f{i}():\n    return {i}"}
+    for i in range(12)
+]
+
+
+def save_cli_files(root) -> dict:
+    """Saved tiny original and magnitude-pruned Llamas, a tiny SentenceTransformer and `CLI_ROWS` as Alpaca JSONL
+    under `root`: their paths, as the `paser` commands and the demo take them."""
+    import json
+
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    from transformers import BertConfig, BertModel
+
+    from paser_hf.pruning import prune_model
+
+    tokenizer = tiny_tokenizer()
+    original = tiny_llama()
+    pruned = tiny_llama()
+    prune_model(pruned, method="magnitude", sparsity=0.5)
+    bert = root / "bert"
+    BertModel(BertConfig(vocab_size=261, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32, max_position_embeddings=512)).save_pretrained(bert)
+    tokenizer.save_pretrained(bert)
+    word = Transformer(str(bert), max_seq_length=128)
+    SentenceTransformer(modules=[word, Pooling(word.get_embedding_dimension())]).save(str(root / "embedder"))
+    data = root / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in CLI_ROWS))
+    paths = {"embedder": str(root / "embedder"), "data": str(data)}
+    for name, model in (("original", original), ("pruned", pruned)):
+        model.save_pretrained(root / name)
+        tokenizer.save_pretrained(root / name)
+        paths[name] = str(root / name)
+    return paths
+
+
+def decoder_sparsity(model) -> float:
+    """Fraction of zeros in the Linear weights of the decoder layers."""
+    weights = [m.weight for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and ".layers." in name]
+    return sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+
+
+#: Token rows for the scoring tests: (input_ids, response_start), of 7, 12, 3 and 5 tokens.
+TOKEN_ROWS = [
+    ([1, 10, 11, 12, 13, 14, 15], 4),
+    ([1, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30], 6),
+    ([1, 40, 41], 2),
+    ([1, 50, 51, 52, 53], 1),
+]
+
+
+def jsd_scorer(original, pruned, **kwargs):
+    """A `JsdScorer` over the tiny byte vocabulary (pad id 0, 261 logits)."""
+    from paser_hf.selection.divergence import JsdScorer
+
+    return JsdScorer(original, pruned, pad_token_id=0, vocab=261, **kwargs)
+
+
+def blobs(n_per, centres, scale, seed=0):
+    """`n_per` Gaussian points (std `scale`) around each of `centres`, and the blob of each point."""
+    rng = np.random.default_rng(seed)
+    x = np.vstack([c + scale * rng.standard_normal((n_per, len(c))) for c in centres])
+    return x, np.repeat(np.arange(len(centres)), n_per)

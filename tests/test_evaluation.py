@@ -209,3 +209,26 @@ def test_shared_mc_files_load():
     for name in ("arc_easy_test.jsonl", "boolq_val.jsonl", "piqa_val.jsonl", "openbookqa_test.jsonl"):
         rows = load_mc_jsonl(SHARED_MC / name)
         assert len(rows) >= 500
+
+
+def test_eval_text_is_cut_to_whole_words_and_jsonl_rows_are_joined(tmp_path):
+    from paser_hf.evaluation import read_eval_text
+
+    (tmp_path / "t.txt").write_text("one two  three four")
+    assert read_eval_text(tmp_path / "t.txt", max_words=3) == "one two  three"
+    (tmp_path / "t.jsonl").write_text(json.dumps({"text": "a b"}) + "\n" + json.dumps({"text": "c"}) + "\n")
+    assert read_eval_text(tmp_path / "t.jsonl") == "a b\n\nc"
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"body": "x"}) + "\n")
+    with pytest.raises(ValueError, match="needs a 'text' string"):
+        read_eval_text(tmp_path / "bad.jsonl")
+    with pytest.raises(FileNotFoundError):
+        read_eval_text(tmp_path / "missing.txt")
+
+
+def test_table_drops_absent_columns_and_formats_numbers():
+    from paser_hf.evaluation import format_table
+
+    table = format_table([{"model": "a", "n": 1234, "ppl": 12.345}, {"model": "bb", "ppl": 1.5}],
+                         ["model", "n", "ppl", "absent"])
+    assert table.splitlines() == ["| model | n     | ppl   |", "|-------|-------|-------|",
+                                  "| a     | 1,234 | 12.35 |", "| bb    | -     | 1.500 |"]

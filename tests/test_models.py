@@ -5,7 +5,7 @@ import torch
 from datasets import Dataset
 from fixtures import base_config, make_selector, planted_rows
 
-import paser_hf.selection.divergence
+import paser_hf.selection.scoring
 from paser_hf.models import fastest_dtype, native_bf16
 
 
@@ -34,10 +34,33 @@ def _dtype_warnings(selector, rows):
 @pytest.mark.parametrize("native, dtype, warned", [(False, torch.bfloat16, 1), (True, torch.bfloat16, 0),
                                                    (False, torch.float32, 0)])
 def test_selector_warns_about_emulated_bf16_scoring(monkeypatch, native, dtype, warned):
-    monkeypatch.setattr(paser_hf.selection.divergence, "native_bf16", lambda device: native)
+    monkeypatch.setattr(paser_hf.selection.scoring, "native_bf16", lambda device: native)
     selector = make_selector(base_config(num_clusters=2))
     selector.original_model.to(dtype)
     messages = _dtype_warnings(selector, planted_rows(3))
     assert len(messages) == warned
     if warned:
         assert "float32" in messages[0] and "cpu" in messages[0]
+
+
+def test_load_data_reads_files_and_saved_folders_and_names_what_is_wrong(tmp_path):
+    from datasets import DatasetDict
+
+    from paser_hf.models import load_data
+
+    rows = [{"instruction": f"say {i}", "output": str(i)} for i in range(5)]
+    (tmp_path / "rows.jsonl").write_text("".join(f'{{"instruction": "say {i}", "output": "{i}"}}\n' for i in range(5)))
+    assert load_data(str(tmp_path / "rows.jsonl")).to_list() == rows
+    assert len(load_data(str(tmp_path / "rows.jsonl"), max_rows=2)) == 2
+    saved = DatasetDict({"train": Dataset.from_list(rows), "test": Dataset.from_list(rows[:1])})
+    saved.save_to_disk(tmp_path / "saved")
+    assert len(load_data(str(tmp_path / "saved"), split="test")) == 1
+    with pytest.raises(ValueError, match="not 'dev'; pick one with --dataset_split"):
+        load_data(str(tmp_path / "saved"), split="dev")
+    (tmp_path / "rows.txt").write_text("x")
+    with pytest.raises(ValueError, match="unsupported file type"):
+        load_data(str(tmp_path / "rows.txt"))
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):
+        load_data(str(tmp_path / "missing.jsonl"))
+    with pytest.raises(ValueError, match="max_rows=0"):
+        load_data(str(tmp_path / "rows.jsonl"), max_rows=0)

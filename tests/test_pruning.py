@@ -263,3 +263,23 @@ def test_unsupported_models_raise_clearly():
         layer.mlp = nn.Sequential(nn.Linear(32, 64), nn.Linear(64, 32))
     with pytest.raises(ValueError, match="gate_proj"):
         prune_model(model, method="structured_mlp", sparsity=0.5)
+
+
+def test_calibration_texts_join_each_rows_parts_and_sample_with_a_seed():
+    from datasets import Dataset
+
+    from paser_hf.pruning import sample_calibration_texts
+
+    alpaca = Dataset.from_list([{"instruction": f"Do {i}.", "input": "now" if i % 2 else "", "output": f"Done {i}."}
+                                for i in range(10)])
+    texts = sample_calibration_texts(alpaca)
+    assert texts[:2] == ["Do 0.\nDone 0.", "Do 1.\nnow\nDone 1."]
+    sample = sample_calibration_texts(alpaca, 4, seed=3)
+    assert sample == sample_calibration_texts(alpaca.shuffle(seed=3).select(range(4)))
+    assert len(sample_calibration_texts(alpaca, 50)) == 10
+    pairs = Dataset.from_list([{"prompt": "Q: 2+2?", "completion": " 4"}])
+    assert sample_calibration_texts(pairs) == ["Q: 2+2?\n 4"]
+    text = Dataset.from_list([{"text": "a line"}, {"text": "  "}])
+    assert sample_calibration_texts(text) == ["a line"]
+    with pytest.raises(ValueError, match="calibration_samples=0"):
+        sample_calibration_texts(alpaca, 0)

@@ -16,9 +16,9 @@ KD_SCHEDULES = ("constant", "kd_then_sft", "sft_then_kd")
 class RecoveryConfig(SFTConfig):
     """Configuration of `RecoveryTrainer`: `trl.SFTConfig` plus the distillation settings.
 
-    ``loss = (1 - kd_alpha) * CE + kd_alpha * kd_temperature^2 * D(teacher, student)`` on the completion tokens, ``D``
-    chosen by ``kd_loss`` (see `paser_hf.recovery.losses`). The paper's LoRA settings (r=8, effective batch 64, 2 epochs,
-    lr 1e-4) are set in the recipes, not as defaults here.
+    ``loss = (1 - kd_alpha) * CE + kd_alpha * kd_temperature^2 * D(teacher, student)`` on the completion tokens,
+    ``D`` chosen by ``kd_loss`` (see `paser_hf.recovery.losses`). The paper's LoRA settings (Sec. 4: r=8, effective
+    batch 64, 2 epochs, lr 1e-4) are set in the recipes, not as defaults here.
     """
 
     _VALID_DICT_FIELDS = SFTConfig._VALID_DICT_FIELDS + ["teacher_model_init_kwargs"]

@@ -15,18 +15,9 @@ from typing import List, Optional
 import yaml
 from huggingface_hub import DatasetCard, DatasetCardData, HfApi
 
-from .report import FIGURE_CAPTIONS
+from ..paper import PASER_ARXIV, PASER_BIBTEX, PASER_TITLE
+from .figures import FIGURES
 
-PASER_ARXIV = "2502.12594"
-PASER_TITLE = "PASER: Post-Training Data Selection for Efficient Pruned Large Language Model Recovery"
-PASER_BIBTEX = f"""@misc{{paser2025,
-  title         = {{{{PASER}}: Post-Training Data Selection for Efficient Pruned Large Language Model Recovery}},
-  year          = {{2025}},
-  eprint        = {{{PASER_ARXIV}}},
-  archivePrefix = {{arXiv}},
-  url           = {{https://arxiv.org/abs/{PASER_ARXIV}}},
-  note          = {{See arXiv:{PASER_ARXIV} for the author list}}
-}}"""
 CONFIG_FILE = "paser_config.yaml"
 REPORT_DIR = "report"
 SCORES_CONFIG = "scores"
@@ -154,12 +145,12 @@ def card_text(report, *, repo_id: Optional[str] = None, source_dataset: Optional
         report.cluster_table(),
         "",
     ]
-    shown = [name for name in FIGURE_CAPTIONS if name in figures]
+    shown = [name for name in FIGURES if name in figures]
     if shown:
         lines += ["### Figures", ""]
         for name in shown:
-            title, caption = FIGURE_CAPTIONS[name]
-            lines += [f"![{title}]({REPORT_DIR}/{name}.png)", "", f"*{title}.* {caption}", ""]
+            spec = FIGURES[name]
+            lines += [f"![{spec.title}]({REPORT_DIR}/{name}.png)", "", f"*{spec.title}.* {spec.caption}", ""]
     if report.warnings:
         lines += ["### Warnings from the selection", "", *[f"- {w}" for w in report.warnings], ""]
     if repo_id is None:

@@ -9,8 +9,9 @@ is absent.
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List
+from typing import Callable, Dict, List
 
 import numpy as np
 from matplotlib import colormaps, patheffects
@@ -267,12 +268,46 @@ def concept_rejections(report) -> Figure:
     return figure
 
 
-FIGURES = {
-    "cluster_map": (cluster_map, True),
-    "cds_allocation": (cds_allocation, False),
-    "jsd_distribution": (jsd_distribution, True),
-    "k_curve": (k_curve, False),
-    "concept_rejections": (concept_rejections, False),
+@dataclass(frozen=True)
+class FigureSpec:
+    """One report figure: how to draw it, whether it needs the per-row details, and its title and caption (the
+    report and the dataset card print both)."""
+
+    draw: Callable[..., Figure]
+    needs_details: bool
+    title: str
+    caption: str
+
+
+#: Every report figure by file stem, in the order the report and the dataset card show them.
+FIGURES: Dict[str, FigureSpec] = {
+    "cluster_map": FigureSpec(
+        cluster_map, True, "Instruction map",
+        "Every instruction placed by the first two principal components of its diffusion coordinates (the space "
+        "the clustering works in), coloured by cluster; selected rows are ringed in black. Numbers mark the "
+        "cluster centres.",
+    ),
+    "cds_allocation": FigureSpec(
+        cds_allocation, False, "Degradation and budget per cluster",
+        "Left: capability degradation score (mean JSD between original and pruned model); cluster sizes in the "
+        "labels. Right: the budget first allocated in proportion to CDS, and the rows finally selected (after "
+        "unfilled budget moved on). Clusters in selection order.",
+    ),
+    "jsd_distribution": FigureSpec(
+        jsd_distribution, True, "JSD per cluster",
+        "Distribution of the per-row JSD (bits) in each cluster; the diamond is the CDS (mean), dots are the "
+        "selected rows (chosen by JSD / log cost, so not always the highest JSD).",
+    ),
+    "k_curve": FigureSpec(
+        k_curve, False, "Choice of K",
+        "Relative NMF error for each K tried, and the cut each added cluster brings (a fraction of the error at "
+        "the smallest K); K is the smallest K after which every cut stays below the elbow tolerance.",
+    ),
+    "concept_rejections": FigureSpec(
+        concept_rejections, False, "Concept-consistency rejections",
+        "Rows examined per cluster: accepted, rejected because their concepts conflict with the concept graph "
+        "built so far, and candidates never reached; the label gives the share rejected.",
+    ),
 }
 
 
@@ -291,10 +326,10 @@ def save_figures(report, directory, dpi: int = 110) -> Dict[str, Path]:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for name, (draw, needs_details) in FIGURES.items():
-        if needs_details and report.details is None:
+    for name, spec in FIGURES.items():
+        if spec.needs_details and report.details is None:
             continue
         path = directory / f"{name}.png"
-        save_png(draw(report), path, dpi=dpi)
+        save_png(spec.draw(report), path, dpi=dpi)
         paths[name] = path
     return paths

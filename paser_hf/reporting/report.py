@@ -1,5 +1,6 @@
-"""`SelectionReport`: what a PASER selection did, per stage and per cluster (`selector.report_`), and its
-on-disk form (`report.json`, figures, `report.md`)."""
+"""Selection reports (`selector.report_`): `SelectionReport`, what a PASER selection did per stage and per cluster,
+and its on-disk form (`report.json`, figures, `report.md`); `BaselineReport` for the baselines; `Report`, their
+shared fields."""
 
 from __future__ import annotations
 
@@ -9,37 +10,53 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 
-@dataclass
-class BaselineReport:
-    """What a baseline selection did (`selector.report_`); everything `to_dict()` returns is JSON-serialisable.
+@dataclass(kw_only=True)
+class Report:
+    """The fields every selection report has (`selector.report_`); everything `to_dict()` returns is
+    JSON-serialisable, its keys in `key_order`."""
 
-    `details` holds the method's own counts (for IFD: rows at or above `max_ifd` used, rows skipped, tokens).
-    """
-
-    method: str
     num_rows: int
     budget: int
     num_selected: int
     timings: Dict[str, float]
     config: Dict[str, Any]
     models: Dict[str, Any] = field(default_factory=dict)
-    details: Dict[str, Any] = field(default_factory=dict)
     warnings: List[str] = field(default_factory=list)
 
+    #: The keys of `to_dict()` in the order the JSON files have always had them.
+    key_order: ClassVar[Tuple[str, ...]] = ()
+
     def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        return {name: data[name] for name in self.key_order or data}
+
+    def to_json(self, indent: int = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+
+@dataclass(kw_only=True)
+class BaselineReport(Report):
+    """What a baseline selection did. `details` holds the method's own counts (for IFD: rows at or above
+    `max_ifd` used, rows skipped, tokens)."""
+
+    method: str
+    details: Dict[str, Any] = field(default_factory=dict)
+
+    key_order: ClassVar[Tuple[str, ...]] = (
+        "method", "num_rows", "budget", "num_selected", "timings", "config", "models", "details", "warnings",
+    )
 
     def save(self, directory) -> Path:
         """Write `report.json` into `directory` (created if needed); returns its path."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / "report.json"
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        path.write_text(self.to_json() + "\n", encoding="utf-8")
         return path
 
 
@@ -57,13 +74,10 @@ class ClusterStats:
     mean_ies: float
 
 
-@dataclass
-class SelectionReport:
-    """Everything `to_dict()` returns is JSON-serialisable."""
+@dataclass(kw_only=True)
+class SelectionReport(Report):
+    """What a PASER selection did, per stage and per cluster."""
 
-    num_rows: int
-    budget: int
-    num_selected: int
     k: int
     k_curve: Dict[int, float]
     clusters: List[ClusterStats]
@@ -73,11 +87,13 @@ class SelectionReport:
     scored_tokens: int
     num_skipped_empty_response: int
     allocation_fallback: Optional[str]
-    timings: Dict[str, float]
-    config: Dict[str, Any]
     dataset_format: str
-    models: Dict[str, Any]
-    warnings: List[str] = field(default_factory=list)
+
+    key_order: ClassVar[Tuple[str, ...]] = (
+        "num_rows", "budget", "num_selected", "k", "k_curve", "clusters", "clustering", "concept_graph",
+        "num_truncated", "scored_tokens", "num_skipped_empty_response", "allocation_fallback", "timings", "config",
+        "dataset_format", "models", "warnings",
+    )
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "SelectionReport":
@@ -128,6 +144,8 @@ class SelectionReport:
     def to_markdown(self, figures: Optional[Dict[str, str]] = None, examples: int = 5, concepts: int = 8) -> str:
         """`report.md`: the summary, the figures (name -> file, relative to the markdown) and, per cluster in
         selection order, its most typical instructions and most distinctive concepts."""
+        from .figures import FIGURES
+
         figures = figures or {}
         lines = [
             "# PASER selection report",
@@ -142,10 +160,10 @@ class SelectionReport:
             lines += [f"Allocation fallback: {self.allocation_fallback}.", ""]
         lines += ["## Clusters", "", self.cluster_table(), ""]
         lines += ["## Figures", ""]
-        for name, caption in FIGURE_CAPTIONS.items():
+        for name, spec in FIGURES.items():
             if name in figures:
-                lines += [f"### {caption[0]}", "", f"![{caption[0]}]({figures[name]})", "", caption[1], ""]
-        missing = [FIGURE_CAPTIONS[name][0] for name in FIGURE_CAPTIONS if name not in figures]
+                lines += [f"### {spec.title}", "", f"![{spec.title}]({figures[name]})", "", spec.caption, ""]
+        missing = [spec.title for name, spec in FIGURES.items() if name not in figures]
         if missing:
             lines += [f"Not drawn (no per-row details attached to this report): {', '.join(missing)}.", ""]
         details = self.details
@@ -173,12 +191,9 @@ class SelectionReport:
         return "\n".join(lines)
 
     def to_dict(self) -> Dict[str, Any]:
-        data = asdict(self)
+        data = super().to_dict()
         data["k_curve"] = {str(k): float(v) for k, v in self.k_curve.items()}
         return data
-
-    def to_json(self, indent: int = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
 
     def cluster_table(self) -> str:
         """The per-cluster figures as a markdown table."""
@@ -189,37 +204,6 @@ class SelectionReport:
         for c in sorted(self.clusters, key=lambda c: -c.cds):
             lines.append(f"| {c.cluster} | {c.size} | {c.cds:.4f} | {c.allocated} | {c.selected} | {c.rejected} |")
         return "\n".join(lines)
-
-
-FIGURE_CAPTIONS = {
-    "cluster_map": (
-        "Instruction map",
-        "Every instruction placed by the first two principal components of its diffusion coordinates (the space "
-        "the clustering works in), coloured by cluster; selected rows are ringed in black. Numbers mark the "
-        "cluster centres.",
-    ),
-    "cds_allocation": (
-        "Degradation and budget per cluster",
-        "Left: capability degradation score (mean JSD between original and pruned model); cluster sizes in the "
-        "labels. Right: the budget first allocated in proportion to CDS, and the rows finally selected (after "
-        "unfilled budget moved on). Clusters in selection order.",
-    ),
-    "jsd_distribution": (
-        "JSD per cluster",
-        "Distribution of the per-row JSD (bits) in each cluster; the diamond is the CDS (mean), dots are the "
-        "selected rows (chosen by JSD / log cost, so not always the highest JSD).",
-    ),
-    "k_curve": (
-        "Choice of K",
-        "Relative NMF error for each K tried, and the cut each added cluster brings (a fraction of the error at "
-        "the smallest K); K is the smallest K after which every cut stays below the elbow tolerance.",
-    ),
-    "concept_rejections": (
-        "Concept-consistency rejections",
-        "Rows examined per cluster: accepted, rejected because their concepts conflict with the concept graph "
-        "built so far, and candidates never reached; the label gives the share rejected.",
-    ),
-}
 
 
 def _md(text, limit: Optional[int] = None) -> str:

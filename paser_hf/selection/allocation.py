@@ -1,4 +1,4 @@
-"""Budget allocation across clusters (paper Eq. 6, spec sections 2 and 4).
+"""Budget allocation across clusters (paper Eq. 6, Algorithm 1).
 
     n_c = B * CDS(c) / sum_c' CDS(c')
 

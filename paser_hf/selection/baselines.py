@@ -6,37 +6,37 @@
       IFD(x, y) = L(y | x) / L(y),   L(y | x) = mean_t -log p(y_t | x, y_<t),   L(y) = mean_t -log p(y_t | y_<t)
 
   over the response tokens y_t of the training sequence, scored by one model (the benchmarks pass the pruned
-  one). Only the positions that predict a response token go through the LM head, a chunk at a time.
+  one) with PASER's prepare stage and scoring machinery: response positions only, cached resumable shards.
 """
 
 from __future__ import annotations
 
-import time
 import warnings
-from typing import Optional
+from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
 from datasets import Dataset
-from datasets.fingerprint import Hasher
-from tqdm.auto import tqdm
 
 from .. import __version__
-from ..caching import combine
-from ..formatting import (
-    detect_format,
-    make_row_formatter,
-    resolve_chat_template,
-    response_text,
-    tokenize_prompt_completion,
-)
+from ..caching import combine, model_fingerprint, progress_bars
+from ..formatting import resolve_chat_template
 from ..reporting.report import BaselineReport
+from . import schema
 from .config import PaserConfig
-from .divergence import BatchFitter, JsdScorer, _ResponseLogits, default_chunk_tokens, pad_batch, warn_if_emulated_bf16
-from .selector import SELECTED, SKIPPED_EMPTY, SKIPPED_TRUNCATED, _datasets_bars, _model_name, check_dataset
-
-NOT_SELECTED = "not_selected"
-SKIPPED_SHORT = "skipped_short_response"
+from .prepare import PreparedRows, prepare_dataset, resolve_format, truncation_warning
+from .scoring import (
+    BatchFitter,
+    ResponseLogits,
+    check_finite_logits,
+    model_name,
+    pad_batch,
+    pad_token_id,
+    score_in_shards,
+    scoring_sizes,
+    warn_if_emulated_bf16,
+)
+from .timing import Stopwatch
 
 
 class _Baseline:
@@ -65,20 +65,21 @@ class RandomSelector(_Baseline):
 
     def select(self, dataset: Dataset) -> Dataset:
         """The selected rows with every original column, in their original order."""
-        check_dataset(dataset)
+        schema.check_dataset(dataset)
         n = len(dataset)
         budget = self.config.budget_rows(n)
-        start = time.perf_counter()
-        keys = np.random.default_rng(self.config.seed).random(n)
-        chosen = np.sort(np.argsort(keys, kind="stable")[:budget])
-        status = np.full(n, NOT_SELECTED, dtype=object)
-        status[chosen] = SELECTED
+        stopwatch = Stopwatch()
+        with stopwatch("selection"):
+            keys = np.random.default_rng(self.config.seed).random(n)
+            chosen = np.sort(np.argsort(keys, kind="stable")[:budget])
+            status = np.full(n, schema.NOT_SELECTED, dtype=object)
+            status[chosen] = schema.SELECTED
         report = BaselineReport(
             method="random",
             num_rows=n,
             budget=budget,
             num_selected=len(chosen),
-            timings={"selection": round(time.perf_counter() - start, 3)},
+            timings=stopwatch.timings(),
             config=self.config.to_dict(),
         )
         return self._finish(dataset, chosen, {"index": np.arange(n), "random_key": keys, "status": status.tolist()},
@@ -94,6 +95,97 @@ def ifd_ranking(ifd: np.ndarray, max_ifd: Optional[float] = 1.0) -> np.ndarray:
     return scored[np.lexsort((scored, np.where(above, values, -values), above))]
 
 
+class IfdScorer:
+    """The `.map` function of IFD scoring: L(y | x) and L(y) of each row of a batch (``loss_conditioned``,
+    ``loss_response``).
+
+    A loss is the mean of logsumexp(z) - z[y_t] (float32 maths) over the response tokens y_t, from the full
+    sequence for L(y | x) and from the response ids alone after `bos_token_id` for L(y). Without a BOS token (or
+    with an empty prompt) the first response token has no context, so both average over tokens 2..n.
+    """
+
+    def __init__(self, model, bos_token_id: Optional[int], pad_token_id: int, tokens_per_batch: Optional[int] = None,
+                 chunk_tokens: Optional[int] = None, progress=None):
+        warn_if_emulated_bf16(model)
+        self.head = ResponseLogits(model)
+        self.bos_token_id = bos_token_id
+        self.prefix = [] if bos_token_id is None else [bos_token_id]
+        self.pad_token_id = pad_token_id
+        tokens, self.chunk_tokens = scoring_sizes(self.head.device, tokens_per_batch, chunk_tokens)
+        self.batches = BatchFitter(tokens)
+        self.progress = progress
+
+    def __call__(self, batch: dict) -> dict:
+        ids, starts, row_ids = batch[schema.INPUT_IDS], batch[schema.RESPONSE_START], batch[schema.INDEX]
+        lengths = [len(seq) for seq in ids]
+        conditioned = [0.0] * len(ids)
+        alone = [0.0] * len(ids)
+
+        def score(group):
+            full, full_pos, response_only, response_pos, targets = [], [], [], [], []
+            for g in group:
+                s = starts[g]
+                first = 1 if self.bos_token_id is None or s == 0 else 0
+                response = ids[g][s:]
+                full.append(ids[g])
+                full_pos.append(range(s + first - 1, len(ids[g]) - 1))
+                response_only.append(self.prefix + response)
+                response_pos.append(range(len(self.prefix) + first - 1, len(self.prefix) + len(response) - 1))
+                targets.extend(response[first:])
+            group_ids = [row_ids[g] for g in group]
+            for out, sequences, positions in ((conditioned, full, full_pos), (alone, response_only, response_pos)):
+                for g, loss in zip(group, self.mean_cross_entropy(sequences, positions, targets, group_ids)):
+                    out[g] = float(loss)
+            if self.progress is not None:
+                self.progress(sum(lengths[g] for g in group))
+
+        self.batches.run(lengths, score, row_ids=row_ids)
+        return {schema.LOSS_CONDITIONED: conditioned, schema.LOSS_RESPONSE: alone}
+
+    @torch.inference_mode()
+    def mean_cross_entropy(self, sequences, positions, target_ids: List[int], row_ids: Sequence[int]) -> np.ndarray:
+        """Per sequence, the mean over its `positions` p of logsumexp(z_p) - z_p[target], from one right-padded
+        batch; `target_ids` lists the targets of every position, sequence after sequence."""
+        head = self.head
+        ids, mask, rows_t, cols_t = pad_batch(sequences, positions, self.pad_token_id)
+        targets = torch.tensor(target_ids, dtype=torch.long, device=head.device)
+        losses = torch.empty(len(rows_t), dtype=torch.float32, device=head.device)
+        try:
+            head.prepare(ids, mask, rows_t, cols_t)
+            for start in range(0, len(rows_t), self.chunk_tokens):
+                stop = min(start + self.chunk_tokens, len(rows_t))
+                z = head.chunk(start, stop)
+                check_finite_logits(z, "scoring", rows_t[start:stop], row_ids)
+                losses[start:stop] = torch.logsumexp(z, dim=-1) - z.gather(1, targets[start:stop, None])[:, 0]
+        finally:
+            head.selected = None
+        sums = torch.zeros(len(sequences), dtype=torch.float64, device=head.device)
+        sums.index_add_(0, rows_t.to(head.device), losses.double())
+        return (sums.cpu() / torch.bincount(rows_t, minlength=len(sequences))).numpy()
+
+
+def ifd_losses(prepared: Dataset, rows: np.ndarray, model, tokenizer, config: PaserConfig):
+    """(L(y | x), L(y)) of each of `rows` (NaN for the others), scored longest first in cached shards keyed by
+    their rows, the model and the BOS token (`score_in_shards`), so a killed run resumes like PASER's JSD."""
+    bos = tokenizer.bos_token_id
+    fingerprint = combine("ifd-v1", prepared._fingerprint, model_fingerprint(model), bos)
+
+    def make_scorer(progress):
+        return IfdScorer(model, bos, pad_token_id(tokenizer), config.scoring_tokens_per_batch,
+                         config.jsd_chunk_tokens, progress)
+
+    was_training = model.training
+    model.eval()
+    try:
+        losses = score_in_shards(
+            prepared, rows, make_scorer, (schema.LOSS_CONDITIONED, schema.LOSS_RESPONSE), "ifd", fingerprint,
+            config.cache_dir, config.scoring_shard_rows, "IFD scoring", config.show_progress,
+        )
+    finally:
+        model.train(was_training)
+    return losses[schema.LOSS_CONDITIONED], losses[schema.LOSS_RESPONSE]
+
+
 class IfdSelector(_Baseline):
     """Instruction-Following Difficulty selection (Li et al., NAACL 2024): IFD(x, y) = L(y | x) / L(y).
 
@@ -101,7 +193,8 @@ class IfdSelector(_Baseline):
     sequence (formatted, tokenised and truncated to `max_length` as the selector and `trl.SFTTrainer` do); L(y)
     the same over the same tokens given no instruction: the response ids alone, preceded by the tokenizer's BOS.
     With a BOS every response token is scored; without one (or with an empty prompt) the first response token has
-    no context, so both losses average over response tokens 2..n.
+    no context, so both losses average over response tokens 2..n. The losses are cached per shard in
+    `cache_dir` as PASER's JSD is.
 
     Ranking: rows with IFD < `max_ifd` by descending IFD (Li et al. drop IFD > 1: the instruction does not help),
     then rows at or above it, nearest the threshold first, so the budget is always filled; `max_ifd=None`
@@ -123,7 +216,7 @@ class IfdSelector(_Baseline):
 
     def select(self, dataset: Dataset) -> Dataset:
         """The B top-ranked rows with every original column, in their original order."""
-        check_dataset(dataset)
+        schema.check_dataset(dataset)
         if self.model is None or self.tokenizer is None:
             raise ValueError(
                 "IfdSelector needs the scoring model and its tokenizer: IfdSelector(model, tokenizer, config)."
@@ -131,40 +224,34 @@ class IfdSelector(_Baseline):
         cfg, tokenizer, max_ifd = self.config, self.tokenizer, self.max_ifd
         n = len(dataset)
         budget = cfg.budget_rows(n)
-        dataset_format = detect_format(dataset.column_names, cfg.dataset_format)
+        dataset_format = resolve_format(dataset, cfg)
         chat = resolve_chat_template(tokenizer, cfg.use_chat_template)
+        stopwatch = Stopwatch()
 
-        timings = {}
-        start = time.perf_counter()
-        with _datasets_bars(cfg.show_progress):
-            prepared = self._prepare(dataset, dataset_format, chat)
-        lengths = np.asarray(prepared["length"], dtype=np.int64)
-        starts = np.asarray(prepared["response_start"], dtype=np.int64)
-        truncated = np.asarray(prepared["truncated"], dtype=bool)
-        timings["prepare"] = time.perf_counter() - start
+        with stopwatch("prepare"):
+            with progress_bars(cfg.show_progress):
+                prepared = prepare_dataset(dataset, tokenizer, cfg, dataset_format, chat,
+                                           desc="IFD: formatting and tokenising")
+            rows = PreparedRows.of(prepared)
+        first = ((tokenizer.bos_token_id is None) | (rows.response_starts == 0)).astype(np.int64)
+        targets = np.maximum(rows.lengths - rows.response_starts - first, 0)
+        unscorable = ~rows.empty & (targets == 0)
+        cut_away = unscorable & rows.truncated
+        too_short = unscorable & ~rows.truncated
+        candidates = np.flatnonzero(~rows.empty & ~unscorable)
 
-        first = ((tokenizer.bos_token_id is None) | (starts == 0)).astype(np.int64)
-        targets = np.maximum(lengths - starts - first, 0)
-        empty = np.asarray(prepared["empty"], dtype=bool) | (lengths == starts) & ~truncated
-        unscorable = ~empty & (targets == 0)
-        cut_away = unscorable & truncated
-        too_short = unscorable & ~truncated
-        candidates = np.flatnonzero(~empty & ~unscorable)
+        with stopwatch("scoring"):
+            loss_c, loss_r = ifd_losses(prepared, candidates, self.model, tokenizer, cfg)
 
-        start = time.perf_counter()
-        loss_c, loss_r = self._losses(prepared, candidates, lengths, first)
-        timings["scoring"] = time.perf_counter() - start
-
-        start = time.perf_counter()
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ifd = loss_c / loss_r
-        chosen = np.sort(ifd_ranking(ifd, max_ifd)[:budget])
-        status = np.full(n, NOT_SELECTED, dtype=object)
-        status[chosen] = SELECTED
-        status[empty] = SKIPPED_EMPTY
-        status[cut_away] = SKIPPED_TRUNCATED
-        status[too_short] = SKIPPED_SHORT
-        timings["selection"] = time.perf_counter() - start
+        with stopwatch("selection"):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ifd = loss_c / loss_r
+            chosen = np.sort(ifd_ranking(ifd, max_ifd)[:budget])
+            status = np.full(n, schema.NOT_SELECTED, dtype=object)
+            status[chosen] = schema.SELECTED
+            status[rows.empty] = schema.SKIPPED_EMPTY
+            status[cut_away] = schema.SKIPPED_TRUNCATED
+            status[too_short] = schema.SKIPPED_SHORT
 
         above = 0 if max_ifd is None else int((ifd[candidates] >= max_ifd).sum())
         above_used = 0 if max_ifd is None else int((ifd[chosen] >= max_ifd).sum())
@@ -177,23 +264,20 @@ class IfdSelector(_Baseline):
         if len(chosen) < budget:
             warn_list.append(
                 f"Selected {len(chosen)} rows, fewer than the budget of {budget}: only {len(candidates)} rows could "
-                f"be scored ({int(empty.sum())} with an empty response, {int(cut_away.sum())} whose response was cut "
-                f"away by max_length={cfg.max_length}, {int(too_short.sum())} with a one-token response and no BOS "
-                "token to predict it from)."
+                f"be scored ({int(rows.empty.sum())} with an empty response, {int(cut_away.sum())} whose response "
+                f"was cut away by max_length={cfg.max_length}, {int(too_short.sum())} with a one-token response and "
+                "no BOS token to predict it from)."
             )
-        if truncated.any():
-            warn_list.append(
-                f"{int(truncated.sum())} rows were longer than max_length={cfg.max_length} tokens and were truncated "
-                "for scoring (as the trainer truncates them)."
-            )
+        truncated = truncation_warning(int(rows.truncated.sum()), cfg.max_length)
+        warn_list += [truncated] if truncated else []
         report = BaselineReport(
             method="ifd",
             num_rows=n,
             budget=budget,
             num_selected=len(chosen),
-            timings={key: round(value, 3) for key, value in timings.items()},
+            timings=stopwatch.timings(),
             config=cfg.to_dict(),
-            models={"scoring": _model_name(self.model), "paser_hf_version": __version__},
+            models={"scoring": model_name(self.model), "paser_hf_version": __version__},
             details={
                 "max_ifd": None if max_ifd is None else float(max_ifd),
                 "dataset_format": dataset_format,
@@ -201,11 +285,11 @@ class IfdSelector(_Baseline):
                 "num_scored": len(candidates),
                 "num_at_or_above_max_ifd": above,
                 "num_at_or_above_max_ifd_selected": above_used,
-                "num_skipped_empty_response": int(empty.sum()),
+                "num_skipped_empty_response": int(rows.empty.sum()),
                 "num_skipped_truncated_response": int(cut_away.sum()),
                 "num_skipped_short_response": int(too_short.sum()),
-                "num_truncated": int(truncated.sum()),
-                "scored_tokens": int(lengths[candidates].sum()),
+                "num_truncated": int(rows.truncated.sum()),
+                "scored_tokens": int(rows.lengths[candidates].sum()),
                 "target_tokens": int(targets[candidates].sum()),
             },
             warnings=warn_list,
@@ -213,107 +297,8 @@ class IfdSelector(_Baseline):
         scores = {
             "index": np.arange(n),
             "ifd": ifd,
-            "loss_conditioned": loss_c,
-            "loss_response": loss_r,
+            schema.LOSS_CONDITIONED: loss_c,
+            schema.LOSS_RESPONSE: loss_r,
             "status": status.tolist(),
         }
         return self._finish(dataset, chosen, scores, report)
-
-    def _prepare(self, dataset: Dataset, dataset_format: str, chat: bool) -> Dataset:
-        """Every row's training sequence: token ids, length, where the response starts, truncated, empty."""
-        cfg, tokenizer = self.config, self.tokenizer
-        formatter = make_row_formatter(dataset_format, chat)
-
-        def prepare(batch):
-            out = {key: [] for key in ("input_ids", "length", "response_start", "truncated", "empty")}
-            for values in zip(*batch.values()):
-                row = dict(zip(batch, values))
-                pc = formatter(row)
-                tokens = tokenize_prompt_completion(pc["prompt"], pc["completion"], tokenizer, cfg.max_length)
-                out["input_ids"].append(tokens["input_ids"])
-                out["length"].append(len(tokens["input_ids"]))
-                out["response_start"].append(tokens["response_start"])
-                out["truncated"].append(tokens["truncated"])
-                out["empty"].append(not response_text(row, dataset_format).strip())
-            return out
-
-        fingerprint = combine(
-            "ifd-prepare-v1", dataset._fingerprint, Hasher.hash(tokenizer), dataset_format, chat, cfg.max_length
-        )
-        return dataset.map(
-            prepare,
-            batched=True,
-            remove_columns=dataset.column_names,
-            new_fingerprint=fingerprint,
-            desc="IFD: formatting and tokenising",
-        )
-
-    def _losses(self, prepared: Dataset, candidates: np.ndarray, lengths: np.ndarray, first: np.ndarray):
-        """L(y | x) and L(y) of every candidate row (NaN elsewhere); rows longest first, packed into batches of at
-        most `scoring_tokens_per_batch` padded tokens (`BatchFitter`); response token j is a target from j =
-        first[row] on."""
-        cfg, model = self.config, self.model
-        bos = self.tokenizer.bos_token_id
-        prefix = [] if bos is None else [bos]
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        pad_id = 0 if pad_id is None else pad_id
-        loss_c = np.full(len(prepared), np.nan)
-        loss_r = np.full(len(prepared), np.nan)
-        order = candidates[np.argsort(-lengths[candidates], kind="stable")]
-        columns = prepared.select_columns(["input_ids", "response_start"])
-        warn_if_emulated_bf16(model)
-        head = _ResponseLogits(model)
-        batches = BatchFitter(cfg.scoring_tokens_per_batch, head.device)
-        chunk_tokens = default_chunk_tokens(head.device) if cfg.jsd_chunk_tokens is None else cfg.jsd_chunk_tokens
-        bar = tqdm(total=int(lengths[order].sum()), unit="tok", unit_scale=True, desc="IFD scoring",
-                   disable=not cfg.show_progress)
-        was_training = model.training
-        model.eval()
-        try:
-            for begin in range(0, len(order), cfg.scoring_shard_rows):
-                rows = order[begin : begin + cfg.scoring_shard_rows]
-                part = columns.select(rows)
-                all_ids, all_starts = part["input_ids"], part["response_start"]
-
-                def score(group):
-                    index = rows[group]
-                    full, full_pos, alone, alone_pos, target_ids = [], [], [], [], []
-                    for g, row in zip(group, index):
-                        ids, s, f = all_ids[g], all_starts[g], int(first[row])
-                        response = ids[s:]
-                        full.append(ids)
-                        full_pos.append(range(s + f - 1, len(ids) - 1))
-                        alone.append(prefix + response)
-                        alone_pos.append(range(len(prefix) + f - 1, len(prefix) + len(response) - 1))
-                        target_ids.extend(response[f:])
-                    loss_c[index] = _mean_cross_entropy(head, full, full_pos, target_ids, index, pad_id,
-                                                        chunk_tokens)
-                    loss_r[index] = _mean_cross_entropy(head, alone, alone_pos, target_ids, index, pad_id,
-                                                        chunk_tokens)
-                    bar.update(int(lengths[index].sum()))
-
-                batches.run(lengths[rows].tolist(), score, row_ids=rows.tolist())
-        finally:
-            model.train(was_training)
-            bar.close()
-        return loss_c, loss_r
-
-
-@torch.inference_mode()
-def _mean_cross_entropy(head: _ResponseLogits, sequences, positions, target_ids, row_ids, pad_id: int,
-                        chunk_tokens: int) -> np.ndarray:
-    """Per sequence, the mean over its `positions` p of logsumexp(z_p) - z_p[target] (float32 maths), from one
-    right-padded batch; `target_ids` lists the targets of every position, sequence after sequence."""
-    ids, mask, rows_t, cols_t = pad_batch(sequences, positions, pad_id)
-    head.prepare(ids, mask, rows_t, cols_t)
-    targets = torch.tensor(target_ids, dtype=torch.long, device=head.device)
-    losses = torch.empty(len(rows_t), dtype=torch.float32, device=head.device)
-    for start in range(0, len(rows_t), chunk_tokens):
-        stop = min(start + chunk_tokens, len(rows_t))
-        z = head.chunk(start, stop)
-        JsdScorer._check_finite(z, "scoring", rows_t[start:stop], row_ids)
-        losses[start:stop] = torch.logsumexp(z, dim=-1) - z.gather(1, targets[start:stop, None])[:, 0]
-    head.selected = None
-    sums = torch.zeros(len(sequences), dtype=torch.float64, device=head.device)
-    sums.index_add_(0, rows_t.to(head.device), losses.double())
-    return (sums.cpu() / torch.bincount(rows_t, minlength=len(sequences))).numpy()

@@ -1,4 +1,4 @@
-"""S²RIC steps 6-7 (spec section 1): symmetric NMF of a similarity on ψ, K by the elbow rule, and the
+"""S²RIC, second step (paper Sec. 3.2, Eq. 3): symmetric NMF of a similarity on ψ, K by the elbow rule, and the
 public entry point `cluster_instructions`.
 
 Symmetric NMF (Ding, He & Simon 2005): S ≈ H Hᵀ with H ≥ 0 (N×K), by the damped multiplicative update
@@ -33,7 +33,7 @@ from .kernels import (
     pairwise_sq_distances,
 )
 
-#: Damping β of the multiplicative update (β = 1 is the plain update of the spec's "Scale" paragraph).
+#: Damping β of the multiplicative update (β = 1 is the plain update H ← H ∘ (S H) / (H (HᵀH))).
 NMF_BETA = 0.5
 #: The error curve stops after this many consecutive cuts below `elbow_tolerance`.
 ELBOW_PATIENCE = 5
@@ -158,7 +158,7 @@ def _gaussian_block(a: np.ndarray, b: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def similarity(psi: np.ndarray, dense: bool, seed: int, neighbours: int | None = None):
-    """Step 6 similarity S on ψ, Gaussian: exact N×N (dense path; σ = median distance, or the median k-NN
+    """The similarity S on ψ (Sec. 3.2), Gaussian: exact N×N (dense path; σ = median distance, or the median k-NN
     distance with `neighbours`) or its Nyström factor (sparse path; σ = median distance). Returns (S, σ)."""
     if dense:
         return dense_gaussian(psi, neighbours)
@@ -175,7 +175,7 @@ def _cut(curve: dict[int, float], k_prev: int, k: int) -> float:
 
 
 def elbow(curve: dict[int, float], tolerance: float) -> int | None:
-    """Spec step 7: the smallest K after which adding a cluster cuts the relative error by less than
+    """The choice of K (Sec. 3.2): the smallest K after which adding a cluster cuts the relative error by less than
     `tolerance` · e(K_min) (a fraction of the error at the smallest K tried).
 
     "After which" looks at every later step of the curve, so a flat start (many equal clusters: the first
@@ -284,14 +284,14 @@ def _choose_k(S, psi: np.ndarray, config: PaserConfig) -> tuple[int, dict[int, f
 
 
 def cluster_instructions(embeddings, config: PaserConfig | None = None) -> ClusterResult:
-    """S²RIC (spec section 1): cluster the rows of `embeddings` (N, D) into K groups.
+    """S²RIC (paper Sec. 3.2, Eqs. 2-3): cluster the rows of `embeddings` (N, D) into K groups.
 
     L2-normalise → Gaussian affinity → normalised Laplacian → diffusion coordinates ψ (d = diffusion_dim,
     t = 1/λ_2 with the disconnected-graph fallback) → Gaussian similarity S on ψ → symmetric NMF S ≈ HHᵀ →
     label = argmax of each row of H. K is `num_clusters` or the elbow of the relative-error curve. Dense
     (exact N×N) when 'dense', or 'auto' with N ≤ dense_max_rows; otherwise k-NN graphs and ARPACK.
 
-    Departures from the spec, both measured on planted clusters (see the README): the step-2 affinity takes σ
+    Departures from the paper, both measured on planted clusters (see the README): the affinity W takes σ
     from the k-NN distances on the dense path too (with the global median the clusters' eigenvalues sit so
     close to the noise's that e^{−tλ} hardly tells them apart and d = 16 coordinates are mostly noise); and
     the elbow looks at the whole curve (see `elbow`).

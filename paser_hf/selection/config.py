@@ -51,11 +51,14 @@ class PaserConfig:
     )
     embed_response: bool = field(
         default=False,
-        metadata={"help": "Embed the response as well as the instruction (spec 1.1: instruction + input by default)."},
+        metadata={
+            "help": "Embed the response as well as the instruction (by default instruction + input: paper Sec. 3.2 "
+            "embeds the instruction)."
+        },
     )
     embedding_batch_size: int = field(default=64, metadata={"help": "Rows per batch when embedding."})
     diffusion_dim: int = field(
-        default=16, metadata={"help": "d, the number of diffusion-map coordinates (spec 1.5; paper default 16)."}
+        default=16, metadata={"help": "d, the number of diffusion-map coordinates psi (paper Eq. 2; default 16)."}
     )
     num_clusters: Optional[int] = field(
         default=None,
@@ -86,7 +89,7 @@ class PaserConfig:
     )
     # CDAIS: divergence
     jsd_temperature: float = field(
-        default=1.0, metadata={"help": "tau: both models' logits are divided by it before the softmax (spec 2)."}
+        default=1.0, metadata={"help": "tau: both models' logits are divided by it before the softmax (paper Eq. 5)."}
     )
     max_length: int = field(
         default=1024,
@@ -122,9 +125,19 @@ class PaserConfig:
             "choices": list(CONCEPT_SOURCES),
         },
     )
-    max_concepts: int = field(default=10, metadata={"help": "At most this many RAKE phrases per row."})
-    min_concept_words: int = field(default=1, metadata={"help": "Shortest concept phrase, in words."})
-    max_concept_words: int = field(default=4, metadata={"help": "Longest concept phrase, in words."})
+    max_concepts: int = field(default=10, metadata={"help": "At most this many RAKE phrases per row (authors: 10)."})
+    min_concept_words: int = field(
+        default=2,
+        metadata={"help": "Shortest concept phrase, in words (authors: 2; 1 makes words like 'write' concepts)."},
+    )
+    max_concept_words: int = field(default=4, metadata={"help": "Longest concept phrase, in words (authors: 4)."})
+    concept_similarity: Optional[float] = field(
+        default=None,
+        metadata={
+            "help": "Concepts whose sentence embeddings have cosine similarity >= this count as one vertex of the "
+            "concept graph (authors: 0.75). None: only identical phrases do."
+        },
+    )
     # Ablations (paper Table 4)
     use_clustering: bool = field(
         default=True,
@@ -186,6 +199,10 @@ class PaserConfig:
             raise ValueError(f"max_clusters={self.max_clusters} is below min_clusters={self.min_clusters}.")
         if self.num_clusters is not None and (isinstance(self.num_clusters, bool) or self.num_clusters < 1):
             raise ValueError(f"num_clusters={self.num_clusters!r}; give an integer >= 1 or None for the elbow rule.")
+        if self.concept_similarity is not None and (
+            isinstance(self.concept_similarity, bool) or not 0 < self.concept_similarity <= 1
+        ):
+            raise ValueError(f"concept_similarity={self.concept_similarity!r}; give a cosine in (0, 1] or None.")
         if self.max_concept_words < self.min_concept_words:
             raise ValueError(
                 f"max_concept_words={self.max_concept_words} is below min_concept_words={self.min_concept_words}."

@@ -1,4 +1,4 @@
-"""Diffusion coordinates of S²RIC (paper Sec. 3.1, steps 3-5): the normalised Laplacian
+"""Diffusion coordinates of S²RIC (paper Sec. 3.2, Eq. 2): the normalised Laplacian
 `L = I − D^{-1/2} W D^{-1/2}` of an affinity W, the diffusion time t and ψ = eigenvectors scaled by exp(-tλ).
 
 Dense W: all eigenpairs by LAPACK. Sparse W: the d+1 largest eigenpairs of `A = D^{-1/2} W D^{-1/2}`
@@ -24,7 +24,7 @@ ZERO_EIGENVALUE_TOL = 1e-3
 
 @dataclass
 class DiffusionMap:
-    """ψ (N, d'), the eigenvalues of L used (ascending), t and how it was chosen (spec steps 4-5)."""
+    """ψ (N, d'), the eigenvalues of L used (ascending), t and how it was chosen."""
 
     coordinates: np.ndarray
     eigenvalues: np.ndarray
@@ -35,7 +35,7 @@ class DiffusionMap:
 
 
 def diffusion_map(weights, dim: int, seed: int = 0) -> DiffusionMap:
-    """Spec steps 3-5 on a dense array or sparse matrix W.
+    """ψ of a dense array or sparse matrix W: L = I − D^{-1/2} W D^{-1/2}, t, ψ = φ_j exp(−t λ_j) (Eq. 2).
 
     Takes the m = min(d+1, N) smallest eigenpairs of L; t = 1/λ_2 (t_rule "lambda_2"); if λ_2 <= tol
     (several components), t = 1/λ for the first λ above tol ("first_above_tolerance"); if none of the m is
@@ -67,7 +67,7 @@ def diffusion_map(weights, dim: int, seed: int = 0) -> DiffusionMap:
 
 
 def diffusion_time(eigenvalues: np.ndarray) -> tuple[float, float, str]:
-    """Spec step 4: (t, the λ used, rule) from the ascending eigenvalues of L."""
+    """The spectral-gap rule t = 1/λ_2 (Sec. 3.2): (t, the λ used, rule) from the ascending eigenvalues of L."""
     if len(eigenvalues) > 1 and eigenvalues[1] > ZERO_EIGENVALUE_TOL:
         return 1.0 / float(eigenvalues[1]), float(eigenvalues[1]), "lambda_2"
     above = eigenvalues[eigenvalues > ZERO_EIGENVALUE_TOL]

@@ -1,4 +1,4 @@
-"""Affinity kernels of S²RIC (paper Sec. 3.1, steps 1-2): unit-norm embeddings and the Gaussian affinity
+"""Affinity kernels of S²RIC (paper Sec. 3.2): unit-norm embeddings and the Gaussian affinity
 W_ij = exp(-‖e_i − e_j‖² / 2σ²), dense (N×N) or on a symmetrised k-nearest-neighbour graph.
 
 σ is the median k-NN distance in both forms; the sparse form keeps self-loops so `W_ii = 1` as in the
@@ -36,7 +36,7 @@ def check_embeddings(embeddings) -> np.ndarray:
 
 
 def l2_normalise(embeddings: np.ndarray) -> np.ndarray:
-    """Spec step 1: e_i / ‖e_i‖ (a new float32 array; the input is left alone)."""
+    """e_i / ‖e_i‖ (a new float32 array; the input is left alone)."""
     norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
     zero = np.flatnonzero(norms[:, 0] == 0)
     if zero.size:
@@ -67,9 +67,10 @@ def pairwise_sq_distances(x: np.ndarray) -> np.ndarray:
 def dense_gaussian(x: np.ndarray, neighbours: int | None = None) -> tuple[np.ndarray, float]:
     """Dense `exp(-‖x_i − x_j‖² / 2σ²)`.
 
-    σ is the median off-diagonal pairwise distance (spec step 2) when `neighbours` is None; otherwise the
-    median distance from each row to its `neighbours` nearest other rows, the same σ the sparse k-NN path
-    uses. The affinity of step 2 uses the latter (a departure from the spec, see `cluster_instructions`).
+    σ is the median off-diagonal pairwise distance (the paper's choice, Sec. 3.2) when `neighbours` is None;
+    otherwise the median distance from each row to its `neighbours` nearest other rows, the same σ the sparse
+    k-NN path uses. The affinity on the embeddings uses the latter (a departure from the paper, see
+    `cluster_instructions`).
     """
     d2 = pairwise_sq_distances(x)
     if neighbours is None or len(x) < 2:
@@ -146,7 +147,7 @@ def _hnsw_knn(x: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarra
 def knn_gaussian(x: np.ndarray, k: int, metric: str = "ip") -> tuple[sparse.csr_matrix, float]:
     """Sparse Gaussian affinity on the symmetrised k-NN graph (union, max weight) plus self-loops W_ii = 1.
 
-    σ = median of the k-NN distances (spec "Scale").
+    σ = median of the k-NN distances.
     """
     n = len(x)
     if n == 1:

@@ -1,75 +1,195 @@
-"""`PaserDatasetSelector`: the PASER selection loop (paper Algorithm 1, spec section 4) over a `datasets.Dataset`."""
+"""`PaserDatasetSelector`: PASER (arXiv 2502.12594) over a `datasets.Dataset`, its stages in the paper's order.
+
+prepare -> embed (Sec. 3.2) -> JSD of each row (Eq. 4) -> concepts (Sec. 3.4) -> clusters (Sec. 3.2, Eqs. 2-3)
+-> CDS and IES (Eqs. 4, 7) -> Algorithm 1 (App. B) -> report. Each stage is a function of what it needs.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import time
 import warnings
-from typing import Callable, Optional
+from dataclasses import dataclass
+from typing import Callable, List, Optional
 
 import numpy as np
 import torch
 from accelerate import PartialState
-from accelerate.utils import broadcast_object_list, gather_object
-from datasets import Dataset, DatasetDict
+from accelerate.utils import broadcast_object_list
+from datasets import Dataset
 from datasets.fingerprint import Hasher
-from datasets.utils import logging as ds_logging
-from torch import nn
-from tqdm.auto import tqdm
 
 from .. import __version__
-from ..caching import combine, model_fingerprint
-from ..formatting import (
-    detect_format,
-    instruction_text,
-    make_row_formatter,
-    resolve_chat_template,
-    response_text,
-    text_of,
-    tokenize_prompt_completion,
-)
+from ..caching import cached_map, combine, model_fingerprint, progress_bars
+from ..formatting import resolve_chat_template
 from ..reporting.report import ClusterStats, SelectionReport
-from .allocation import allocate
-from .clustering import cluster_instructions
-from .concepts import ConceptExtractor, ConceptGraph
+from . import schema
+from .algorithm import AlgorithmResult, run_algorithm
+from .clustering import ClusterResult, cluster_instructions
+from .concepts import ConceptExtractor
 from .config import PaserConfig
-from .divergence import JsdScorer, common_vocabulary
-from .embedding import embed, load_embedder
-
-SELECTED = "selected"
-REJECTED = "rejected_inconsistent"
-NOT_REACHED = "not_reached"
-SKIPPED_EMPTY = "skipped_empty_response"
-SKIPPED_TRUNCATED = "skipped_truncated_response"
-SCORE_COLUMNS = ("paser_cluster", "paser_jsd", "paser_ies")
+from .degradation import capability_degradation, individual_efficiency
+from .divergence import JsdScorer
+from .embedding import embed_rows, load_embedder
+from .prepare import PreparedRows, prepare_dataset, resolve_format, truncation_warning
+from .scoring import common_vocabulary, model_name, pad_token_id, score_in_shards
+from .timing import Stopwatch
 
 
-@contextlib.contextmanager
-def _datasets_bars(enabled: bool):
-    was_enabled = ds_logging.is_progress_bar_enabled()
-    (ds_logging.enable_progress_bar if enabled else ds_logging.disable_progress_bar)()
-    try:
-        yield
-    finally:
-        (ds_logging.enable_progress_bar if was_enabled else ds_logging.disable_progress_bar)()
+def score_jsd(prepared: Dataset, rows: np.ndarray, original, pruned, tokenizer, vocab: int, config: PaserConfig,
+              state) -> np.ndarray:
+    """The JSD stage: mean response-token JSD (Eq. 4) of each of `rows` (NaN for the others), scored longest
+    first in cached shards keyed by their rows and the models (`score_in_shards`)."""
+    fingerprint = combine(
+        "jsd-v1",
+        prepared._fingerprint,
+        model_fingerprint(original),
+        model_fingerprint(pruned),
+        config.jsd_temperature,
+        vocab,
+    )
+
+    def make_scorer(progress):
+        return JsdScorer(original, pruned, pad_token_id=pad_token_id(tokenizer), vocab=vocab,
+                         temperature=config.jsd_temperature, tokens_per_batch=config.scoring_tokens_per_batch,
+                         chunk_tokens=config.jsd_chunk_tokens, progress=progress)
+
+    scores = score_in_shards(
+        prepared, rows, make_scorer, (schema.JSD,), "jsd", fingerprint, config.cache_dir, config.scoring_shard_rows,
+        "PASER: JSD scoring", config.show_progress and state.is_main_process, state,
+    )
+    return scores[schema.JSD]
 
 
-def check_dataset(dataset) -> None:
-    """Raise, naming the fix, unless `dataset` is one non-empty `datasets.Dataset` split."""
-    if isinstance(dataset, DatasetDict):
-        raise TypeError(
-            f"Got a DatasetDict with splits {list(dataset)}; pass one split, e.g. selector(dataset['train'])."
+def extract_concepts(prepared: Dataset, config: PaserConfig) -> List[List[str]]:
+    """The concepts stage (Sec. 3.4): RAKE concepts of each row's concept text, cached under ``concepts``."""
+    extractor = ConceptExtractor.from_config(config)
+    out = cached_map(
+        prepared.select_columns([schema.CONCEPT_TEXT]),
+        lambda batch: {schema.CONCEPTS: extractor.batch(batch[schema.CONCEPT_TEXT])},
+        "concepts",
+        combine("concepts-v1", prepared._fingerprint, Hasher.hash(extractor)),
+        config.cache_dir,
+        batched=True,
+        remove_columns=[schema.CONCEPT_TEXT],
+        desc="PASER: extracting concepts",
+    )
+    return out[schema.CONCEPTS]
+
+
+@dataclass
+class AlgorithmInputs:
+    """Per row the cluster and IES (NaN for non-candidates), per cluster the CDS; the allocation weights and the
+    row priority Algorithm 1 uses."""
+
+    labels: np.ndarray
+    ies: np.ndarray
+    cds: np.ndarray
+    weights: np.ndarray
+    priority: np.ndarray
+
+
+def algorithm_inputs(config: PaserConfig, clustering: ClusterResult, jsd: np.ndarray, lengths: np.ndarray,
+                     candidates: np.ndarray) -> AlgorithmInputs:
+    """CDS and IES of the clustered rows, and the ablations of paper Table 4 (seeded by `config.seed`):
+    without `use_clustering` rows get random labels among the same K clusters; without
+    `use_degradation_allocation` every cluster weighs 1 and its rows come in random order."""
+    rng = np.random.default_rng(config.seed)
+    k = int(clustering.k)
+    if config.use_clustering:
+        labels = np.asarray(clustering.labels, dtype=np.int64)
+    else:
+        labels = rng.integers(0, k, size=len(jsd))
+    ies = individual_efficiency(np.nan_to_num(jsd, nan=0.0), lengths)
+    ies[~candidates] = np.nan
+    cds = capability_degradation(jsd, labels, k, candidates)
+    if config.use_degradation_allocation:
+        return AlgorithmInputs(labels, ies, cds, weights=cds, priority=np.nan_to_num(ies, nan=-np.inf))
+    priority = np.zeros(len(jsd))
+    for c in range(k):
+        order = rng.permutation(np.flatnonzero((labels == c) & candidates))
+        priority[order] = -np.arange(len(order))
+    return AlgorithmInputs(labels, ies, cds, weights=np.ones(k), priority=priority)
+
+
+def row_status(result: AlgorithmResult, rows: PreparedRows) -> np.ndarray:
+    """The algorithm's statuses, with the rows that could not be scored marked as skipped."""
+    status = result.status.copy()
+    status[rows.empty] = schema.SKIPPED_EMPTY
+    status[rows.cut_away] = schema.SKIPPED_TRUNCATED
+    return status
+
+
+def selection_warnings(result: AlgorithmResult, rows: PreparedRows, status: np.ndarray, budget: int,
+                       max_length: int) -> List[str]:
+    """Why the selection may not be what was asked for: the allocation fallback, fewer rows than the budget,
+    truncated rows."""
+    messages = [result.fallback] if result.fallback else []
+    selected = int((status == schema.SELECTED).sum())
+    if selected < budget:
+        candidates = int((~rows.empty & ~rows.cut_away).sum())
+        messages.append(
+            f"Selected {selected} rows, fewer than the budget of {budget}: only {candidates} rows could be scored "
+            f"({int(rows.empty.sum())} with an empty response, {int(rows.cut_away.sum())} whose response was cut "
+            f"away by max_length={max_length}) and {int((status == schema.REJECTED).sum())} were rejected by the "
+            "concept-consistency check."
         )
-    if not isinstance(dataset, Dataset):
-        raise TypeError(f"Expected a datasets.Dataset, got {type(dataset).__name__}; use Dataset.from_list(...).")
-    if len(dataset) == 0:
-        raise ValueError("The dataset is empty: there is nothing to select from.")
+    truncated = truncation_warning(int(rows.truncated.sum()), max_length)
+    return messages + ([truncated] if truncated else [])
 
 
-def individual_efficiency(jsd: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """IES = JSD / log(cost), cost = (|x| + |y|)^2 in tokens (paper Eq. 7); lengths below 2 count as 2 so log > 0."""
-    return jsd / np.log(np.maximum(lengths, 2).astype(np.float64) ** 2)
+def scores_table(inputs: AlgorithmInputs, jsd: np.ndarray, concepts: Optional[list], status: np.ndarray) -> Dataset:
+    """`selector.scores_`: one row per input row."""
+    n = len(jsd)
+    return Dataset.from_dict({
+        "index": np.arange(n),
+        schema.CLUSTER: inputs.labels,
+        schema.JSD: jsd,
+        schema.IES: inputs.ies,
+        schema.CONCEPTS: [list(c) for c in concepts] if concepts is not None else [[] for _ in range(n)],
+        schema.STATUS: status.tolist(),
+    })
+
+
+def cluster_stats(inputs: AlgorithmInputs, result: AlgorithmResult, candidates: np.ndarray) -> List[ClusterStats]:
+    stats = []
+    for c in range(len(inputs.cds)):
+        members = (inputs.labels == c) & candidates
+        stats.append(ClusterStats(
+            cluster=c,
+            size=int((inputs.labels == c).sum()),
+            candidates=int(members.sum()),
+            cds=float(inputs.cds[c]),
+            allocated=int(result.first_allocation[c]),
+            selected=int(result.accepted[c]),
+            rejected=int(result.rejected[c]),
+            mean_ies=float(inputs.ies[members].mean()) if members.any() else 0.0,
+        ))
+    return stats
+
+
+def selection_report(dataset: Dataset, budget: int, clustering: ClusterResult, inputs: AlgorithmInputs,
+                     result: AlgorithmResult, rows: PreparedRows, status: np.ndarray, config: PaserConfig,
+                     dataset_format: str, models: dict, timings: dict) -> SelectionReport:
+    """`selector.report_`, with its warnings (`selection_warnings`)."""
+    candidates = ~rows.empty & ~rows.cut_away
+    return SelectionReport(
+        num_rows=len(dataset),
+        budget=budget,
+        num_selected=len(result.selected),
+        k=int(clustering.k),
+        k_curve={int(key): float(v) for key, v in clustering.k_curve.items()},
+        clusters=cluster_stats(inputs, result, candidates),
+        clustering=clustering.to_dict(),
+        concept_graph={"nodes": result.concept_graph.num_nodes, "edges": result.concept_graph.num_edges},
+        num_truncated=int(rows.truncated.sum()),
+        scored_tokens=int(rows.lengths[candidates].sum()),
+        num_skipped_empty_response=int(rows.empty.sum() + rows.cut_away.sum()),
+        allocation_fallback=result.fallback,
+        timings=timings,
+        config=config.to_dict(),
+        dataset_format=dataset_format,
+        models=models,
+        warnings=selection_warnings(result, rows, status, budget, config.max_length),
+    )
 
 
 class PaserDatasetSelector:
@@ -104,384 +224,70 @@ class PaserDatasetSelector:
     def __call__(self, dataset: Dataset) -> Dataset:
         return self.select(dataset)
 
-    # ------------------------------------------------------------------ stages
-    def _check_inputs(self, dataset) -> None:
-        check_dataset(dataset)
-        if self.original_model is None or self.pruned_model is None or self.tokenizer is None:
-            raise ValueError("PaserDatasetSelector needs original_model, pruned_model and tokenizer.")
-        for reserved in ("paser_index", *SCORE_COLUMNS):
-            if reserved in dataset.column_names:
-                raise ValueError(
-                    f"The dataset already has a column {reserved!r}, which the selector writes; remove or rename it "
-                    "(e.g. dataset.remove_columns([...]))."
-                )
-
-    def _cache_file(self, name: str, fingerprint: str) -> Optional[str]:
-        if self.config.cache_dir is None:
-            return None
-        os.makedirs(self.config.cache_dir, exist_ok=True)
-        return os.path.join(self.config.cache_dir, f"paser-{name}-{fingerprint}.arrow")
-
-    def _prepare(self, dataset: Dataset, dataset_format: str, chat: bool) -> Dataset:
-        """Index, texts for embedding and concepts, and the tokenised training sequence of every row."""
-        cfg, tokenizer = self.config, self.tokenizer
-        formatter = make_row_formatter(dataset_format, chat, self.formatting_func)
-        use_output = cfg.concept_source == "instruction_output"
-        embed_output = cfg.embed_response
-        custom = self.formatting_func is not None
-
-        def prepare(batch, indices):
-            rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
-            out = {k: [] for k in ("paser_index", "paser_text", "paser_concept_text", "input_ids", "response_start",
-                                   "paser_length", "paser_response_tokens", "paser_truncated", "paser_empty")}
-            for index, row in zip(indices, rows):
-                pc = formatter(row)
-                if custom:
-                    instr, resp = text_of(pc["prompt"]), text_of(pc["completion"])
-                else:
-                    instr, resp = instruction_text(row, dataset_format), response_text(row, dataset_format)
-                tokens = tokenize_prompt_completion(pc["prompt"], pc["completion"], tokenizer, cfg.max_length)
-                out["paser_index"].append(index)
-                out["paser_text"].append(f"{instr}\n{resp}" if embed_output else instr)
-                out["paser_concept_text"].append(f"{instr}\n{resp}" if use_output else instr)
-                out["input_ids"].append(tokens["input_ids"])
-                out["response_start"].append(tokens["response_start"])
-                out["paser_length"].append(len(tokens["input_ids"]))
-                out["paser_response_tokens"].append(tokens["num_response_tokens"])
-                out["paser_truncated"].append(tokens["truncated"])
-                out["paser_empty"].append(not resp.strip())
-            return out
-
-        fingerprint = combine(
-            "prepare-v1",
-            dataset._fingerprint,
-            Hasher.hash(tokenizer),
-            Hasher.hash(self.formatting_func) if custom else None,
-            dataset_format,
-            chat,
-            cfg.max_length,
-            cfg.concept_source,
-            cfg.embed_response,
-        )
-        return dataset.map(
-            prepare,
-            batched=True,
-            with_indices=True,
-            remove_columns=dataset.column_names,
-            new_fingerprint=fingerprint,
-            cache_file_name=self._cache_file("prepare", fingerprint),
-            desc="PASER: formatting and tokenising",
-        )
-
-    def _embeddings(self, prepared: Dataset, state: PartialState) -> np.ndarray:
-        """(N, D) unit-norm embeddings; each process embeds a contiguous part, gathered in row order."""
-        cfg = self.config
-        embedder = self.embedder if self.embedder is not None else load_embedder(cfg.embedding_model)
-        embedder_key = model_fingerprint(embedder) if isinstance(embedder, nn.Module) else Hasher.hash(embedder)
-        texts = prepared.select_columns(["paser_text"])
-        if state.num_processes > 1:
-            texts = texts.shard(state.num_processes, state.process_index, contiguous=True)
-        fingerprint = combine(
-            "embed-v1", prepared._fingerprint, embedder_key, cfg.embed_response, state.num_processes,
-            state.process_index,
-        )
-        vectors = embed(
-            texts,
-            embedder,
-            cfg.embedding_batch_size,
-            fingerprint,
-            self._cache_file("embed", fingerprint),
-            cfg.show_progress and state.is_main_process,
-        )
-        if state.num_processes > 1:
-            vectors = np.concatenate(gather_object([vectors]), axis=0)
-        return vectors
-
-    def _divergence(self, prepared, candidates, lengths, vocab, state: PartialState) -> np.ndarray:
-        """Mean response JSD of each candidate row (NaN elsewhere), scored longest first in cached shards.
-
-        A shard's cache key depends on its rows and the models only, so a killed run resumes at the first
-        unfinished shard, whatever the number of processes; process p scores shards p, p + P, p + 2P, ...
-        """
-        cfg = self.config
-        jsd = np.full(len(prepared), np.nan)
-        if len(candidates) == 0:
-            return jsd
-        tokenizer = self.tokenizer
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        if pad_id is None:
-            pad_id = 0
-        base = combine(
-            "jsd-v1",
-            prepared._fingerprint,
-            model_fingerprint(self.original_model),
-            model_fingerprint(self.pruned_model),
-            cfg.jsd_temperature,
-            vocab,
-        )
-        order = candidates[np.argsort(-lengths[candidates], kind="stable")]
-        columns = prepared.select_columns(["paser_index", "input_ids", "response_start"])
-        shard_rows = cfg.scoring_shard_rows
-        shards = [order[start : start + shard_rows] for start in range(0, len(order), shard_rows)]
-        mine = shards[state.process_index :: state.num_processes]
-        bar = tqdm(
-            total=int(sum(lengths[rows].sum() for rows in mine)), unit="tok", unit_scale=True,
-            desc="PASER: JSD scoring", disable=not (cfg.show_progress and state.is_main_process),
-        )
-        scorer = JsdScorer(
-            self.original_model,
-            self.pruned_model,
-            pad_token_id=pad_id,
-            vocab=vocab,
-            temperature=cfg.jsd_temperature,
-            tokens_per_batch=cfg.scoring_tokens_per_batch,
-            chunk_tokens=cfg.jsd_chunk_tokens,
-            progress=bar.update,
-        )
-        done = []
-        with _datasets_bars(False):
-            for rows in mine:
-                before = bar.n
-                fingerprint = combine(base, Hasher.hash(rows.tobytes()))
-                scored = columns.select(rows).map(
-                    scorer,
-                    batched=True,
-                    batch_size=256,
-                    remove_columns=["input_ids", "response_start"],
-                    new_fingerprint=fingerprint,
-                    cache_file_name=self._cache_file("jsd", fingerprint),
-                )
-                done.append((np.asarray(scored["paser_index"]), np.asarray(scored["paser_jsd"], dtype=np.float64)))
-                bar.update(int(lengths[rows].sum()) - (bar.n - before))  # a shard read from the cache
-        bar.close()
-        if state.num_processes > 1:
-            done = gather_object(done)
-        for index, values in done:
-            jsd[index] = values
-        return jsd
-
-    def _concepts(self, prepared: Dataset) -> list:
-        extractor = ConceptExtractor.from_config(self.config)
-        fingerprint = combine("concepts-v1", prepared._fingerprint, Hasher.hash(extractor))
-        out = prepared.select_columns(["paser_concept_text"]).map(
-            lambda batch: {"paser_concepts": extractor.batch(batch["paser_concept_text"])},
-            batched=True,
-            remove_columns=["paser_concept_text"],
-            new_fingerprint=fingerprint,
-            cache_file_name=self._cache_file("concepts", fingerprint),
-            desc="PASER: extracting concepts",
-        )
-        return out["paser_concepts"]
-
-    # ------------------------------------------------------------------ the loop
-    def _select_loop(self, labels, k, cds, ies, candidate_mask, concepts, budget, rng):
-        """Algorithm 1: clusters in descending CDS, rows in descending IES, concept-consistency check, and
-        unfilled budget handed on to clusters that still have candidates until B rows are accepted."""
-        cfg = self.config
-        status = np.full(len(labels), NOT_REACHED, dtype=object)
-        queues = []
-        for c in range(k):
-            members = np.flatnonzero((labels == c) & candidate_mask)
-            if cfg.use_degradation_allocation:
-                members = members[np.lexsort((members, -ies[members]))]
-            else:
-                members = rng.permutation(members)
-            queues.append(members)
-        sizes = np.array([len(q) for q in queues], dtype=np.int64)
-        weights = cds if cfg.use_degradation_allocation else np.ones(k)
-        fallback = None
-        if cfg.use_degradation_allocation and sizes.sum() > 0 and not (weights[sizes > 0] > 0).any():
-            fallback = "every cluster has CDS 0 (identical models?): budget split in proportion to cluster sizes"
-            weights = sizes.astype(np.float64)
-        cluster_order = np.lexsort((np.arange(k), -weights))
-        graph = ConceptGraph()
-        pointer = np.zeros(k, dtype=np.int64)
-        accepted = np.zeros(k, dtype=np.int64)
-        rejected = np.zeros(k, dtype=np.int64)
-        first_allocation = None
-        target = np.zeros(k, dtype=np.int64)
-        while True:
-            room = sizes - pointer
-            missing = budget - int(accepted.sum())
-            if missing <= 0 or room.sum() == 0:
-                break
-            target = target + allocate(missing, weights, room)
-            if first_allocation is None:
-                first_allocation = target.copy()
-            for c in cluster_order:
-                queue = queues[c]
-                while accepted[c] < target[c] and pointer[c] < len(queue):
-                    i = queue[pointer[c]]
-                    pointer[c] += 1
-                    if not cfg.use_concept_graph or graph.try_add(concepts[i]):
-                        status[i] = SELECTED
-                        accepted[c] += 1
-                    else:
-                        status[i] = REJECTED
-                        rejected[c] += 1
-                target[c] = accepted[c]
-        if first_allocation is None:
-            first_allocation = np.zeros(k, dtype=np.int64)
-        return status, first_allocation, accepted, rejected, graph, fallback
-
-    # ------------------------------------------------------------------ public
     def select(self, dataset: Dataset) -> Dataset:
         """Run PASER on `dataset`; returns the selected rows with every original column, in their original order.
 
         Under `accelerate launch` every process embeds and scores its share of the rows; the main process
         gathers them, clusters and selects, and every process returns the same subset.
         """
-        self._check_inputs(dataset)
-        cfg = self.config
+        schema.check_dataset(dataset)
+        if self.original_model is None or self.pruned_model is None or self.tokenizer is None:
+            raise ValueError("PaserDatasetSelector needs original_model, pruned_model and tokenizer.")
+        schema.check_reserved_columns(dataset)
+        cfg, original, pruned, tokenizer = self.config, self.original_model, self.pruned_model, self.tokenizer
         state = PartialState(cpu=not torch.cuda.is_available())
         budget = cfg.budget_rows(len(dataset))
-        dataset_format = "custom" if self.formatting_func is not None else detect_format(
-            dataset.column_names, cfg.dataset_format
-        )
-        chat = resolve_chat_template(self.tokenizer, cfg.use_chat_template)
-        vocab = common_vocabulary(self.original_model, self.pruned_model, self.tokenizer)
+        dataset_format = resolve_format(dataset, cfg, self.formatting_func)
+        chat = resolve_chat_template(tokenizer, cfg.use_chat_template)
+        vocab = common_vocabulary(original, pruned, tokenizer)
+        stopwatch = Stopwatch()
+        show_progress = cfg.show_progress and state.is_main_process
 
-        timings = {}
-        with _datasets_bars(cfg.show_progress and state.is_main_process):
-            t0 = time.perf_counter()
-            with state.main_process_first():
-                prepared = self._prepare(dataset, dataset_format, chat)
-            timings["prepare"] = time.perf_counter() - t0
-
-            t0 = time.perf_counter()
-            embeddings = self._embeddings(prepared, state)
-            timings["embedding"] = time.perf_counter() - t0
-
-            lengths = np.asarray(prepared["paser_length"], dtype=np.int64)
-            response_tokens = np.asarray(prepared["paser_response_tokens"], dtype=np.int64)
-            truncated = np.asarray(prepared["paser_truncated"], dtype=bool)
-            empty = np.asarray(prepared["paser_empty"], dtype=bool) | (response_tokens == 0) & ~truncated
-            cut_away = ~empty & (response_tokens == 0)
-
-            t0 = time.perf_counter()
-            jsd = self._divergence(prepared, np.flatnonzero(~empty & ~cut_away), lengths, vocab, state)
-            timings["divergence"] = time.perf_counter() - t0
+        with progress_bars(show_progress):
+            with stopwatch("prepare"), state.main_process_first():
+                prepared = prepare_dataset(dataset, tokenizer, cfg, dataset_format, chat, self.formatting_func)
+            rows = PreparedRows.of(prepared)
+            candidates = ~rows.empty & ~rows.cut_away
+            with stopwatch("embedding"):
+                embedder = self.embedder if self.embedder is not None else load_embedder(cfg.embedding_model)
+                embeddings = embed_rows(prepared, embedder, cfg, state)
+            with stopwatch("divergence"):
+                jsd = score_jsd(prepared, np.flatnonzero(candidates), original, pruned, tokenizer, vocab, cfg, state)
 
             outcome = None
             if state.is_main_process:
-                t0 = time.perf_counter()
-                concepts = self._concepts(prepared) if cfg.use_concept_graph else [[] for _ in range(len(dataset))]
-                timings["concepts"] = time.perf_counter() - t0
-                outcome = self._decide(
-                    dataset, embeddings, jsd, lengths, truncated, empty, cut_away, concepts, budget, vocab,
-                    dataset_format, timings,
+                with stopwatch("concepts"):
+                    concepts = extract_concepts(prepared, cfg) if cfg.use_concept_graph else None
+                with stopwatch("clustering"):
+                    clustering = cluster_instructions(embeddings, config=cfg)
+                with stopwatch("selection"):
+                    inputs = algorithm_inputs(cfg, clustering, jsd, rows.lengths, candidates)
+                    result = run_algorithm(inputs.labels, inputs.weights, inputs.priority, candidates, budget,
+                                           concepts)
+                    status = row_status(result, rows)
+                report = selection_report(
+                    dataset, budget, clustering, inputs, result, rows, status, cfg, dataset_format,
+                    models={"original": model_name(original), "pruned": model_name(pruned), "vocabulary": vocab,
+                            "paser_hf_version": __version__, "dataset_fingerprint": dataset._fingerprint},
+                    timings=stopwatch.timings(),
                 )
+                outcome = (report, scores_table(inputs, jsd, concepts, status), result.selected, clustering,
+                           result.concept_graph)
         if state.num_processes > 1:
             outcome = broadcast_object_list([outcome])[0]
-        for name, value in outcome.items():
-            setattr(self, name, value)
-        self.report_.attach(self.scores_, self.clustering_.coordinates, prepared["paser_text"])
+        report, scores, selected, clustering, graph = outcome
+
+        self.report_ = report
+        self.scores_ = scores
+        self.selected_indices_ = selected
+        self.clustering_ = clustering
+        self.concept_graph_ = graph
+        self.report_.attach(self.scores_, self.clustering_.coordinates, prepared[schema.TEXT])
         for message in self.report_.warnings:
             warnings.warn(message, stacklevel=2)
-
-        chosen = self.selected_indices_
-        with _datasets_bars(cfg.show_progress and state.is_main_process):
-            subset = dataset.select(chosen)
+        with progress_bars(show_progress):
+            subset = dataset.select(selected)
             if cfg.keep_scores:
-                for column in SCORE_COLUMNS:
-                    subset = subset.add_column(column, np.asarray(self.scores_[column])[chosen].tolist())
+                for column in schema.SCORE_COLUMNS:
+                    subset = subset.add_column(column, np.asarray(scores[column])[selected].tolist())
         return subset
-
-    def _decide(self, dataset, embeddings, jsd, lengths, truncated, empty, cut_away, concepts, budget, vocab,
-                dataset_format, timings) -> dict:
-        """Clustering, CDS, IES and the selection loop (main process); returns the fitted attributes."""
-        cfg = self.config
-        n = len(dataset)
-        t0 = time.perf_counter()
-        clustering = cluster_instructions(embeddings, config=cfg)
-        timings["clustering"] = time.perf_counter() - t0
-        rng = np.random.default_rng(cfg.seed)
-        labels = np.asarray(clustering.labels, dtype=np.int64)
-        k = int(clustering.k)
-        if not cfg.use_clustering:
-            labels = rng.integers(0, k, size=n)
-        candidate_mask = ~empty & ~cut_away
-
-        t0 = time.perf_counter()
-        ies = individual_efficiency(np.nan_to_num(jsd, nan=0.0), lengths)
-        ies[~candidate_mask] = np.nan
-        members = [(labels == c) & candidate_mask for c in range(k)]
-        cds = np.array([float(jsd[m].mean()) if m.any() else 0.0 for m in members])
-        status, allocated, selected, rejected, graph, fallback = self._select_loop(
-            labels, k, cds, np.nan_to_num(ies, nan=-np.inf), candidate_mask, concepts, budget, rng
-        )
-        status[empty] = SKIPPED_EMPTY
-        status[cut_away] = SKIPPED_TRUNCATED
-        timings["selection"] = time.perf_counter() - t0
-
-        chosen = np.flatnonzero(status == SELECTED)
-        warn_list = [fallback] if fallback else []
-        if len(chosen) < budget:
-            warn_list.append(
-                f"Selected {len(chosen)} rows, fewer than the budget of {budget}: only {int(candidate_mask.sum())} "
-                f"rows could be scored ({int(empty.sum())} with an empty response, {int(cut_away.sum())} whose "
-                f"response was cut away by max_length={cfg.max_length}) and {int((status == REJECTED).sum())} were "
-                "rejected by the concept-consistency check."
-            )
-        if truncated.any():
-            warn_list.append(
-                f"{int(truncated.sum())} rows were longer than max_length={cfg.max_length} tokens and were truncated "
-                "for scoring (as the trainer truncates them)."
-            )
-        scores = {
-            "index": np.arange(n),
-            "paser_cluster": labels,
-            "paser_jsd": jsd,
-            "paser_ies": ies,
-            "paser_concepts": [list(c) for c in concepts],
-            "paser_status": status.tolist(),
-        }
-        report = SelectionReport(
-            num_rows=n,
-            budget=budget,
-            num_selected=len(chosen),
-            k=k,
-            k_curve={int(key): float(v) for key, v in clustering.k_curve.items()},
-            clusters=[
-                ClusterStats(
-                    cluster=c,
-                    size=int((labels == c).sum()),
-                    candidates=int(members[c].sum()),
-                    cds=float(cds[c]),
-                    allocated=int(allocated[c]),
-                    selected=int(selected[c]),
-                    rejected=int(rejected[c]),
-                    mean_ies=float(ies[members[c]].mean()) if members[c].any() else 0.0,
-                )
-                for c in range(k)
-            ],
-            clustering=clustering.to_dict(),
-            concept_graph={"nodes": graph.num_nodes, "edges": graph.num_edges},
-            num_truncated=int(truncated.sum()),
-            scored_tokens=int(lengths[candidate_mask].sum()),
-            num_skipped_empty_response=int(empty.sum() + cut_away.sum()),
-            allocation_fallback=fallback,
-            timings={key: round(v, 3) for key, v in timings.items()},
-            config=cfg.to_dict(),
-            dataset_format=dataset_format,
-            models={
-                "original": _model_name(self.original_model),
-                "pruned": _model_name(self.pruned_model),
-                "vocabulary": vocab,
-                "paser_hf_version": __version__,
-                "dataset_fingerprint": dataset._fingerprint,
-            },
-            warnings=warn_list,
-        )
-        return {
-            "selected_indices_": chosen,
-            "clustering_": clustering,
-            "concept_graph_": graph,
-            "scores_": Dataset.from_dict(scores),
-            "report_": report,
-        }
-
-
-def _model_name(model) -> str:
-    config = getattr(model, "config", None)
-    return str(getattr(config, "_name_or_path", "") or type(model).__name__)

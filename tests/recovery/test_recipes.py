@@ -1,4 +1,5 @@
-"""The recovery recipe: its configs parse, and it trains under `accelerate launch` with two CPU processes (gloo)."""
+"""The recovery recipes: their configs use only options of `paser recover`, and `accelerate launch -m
+paser_hf.cli.recover` trains with two CPU processes (gloo) and merges keeping the zeros."""
 
 import copy
 import dataclasses
@@ -16,15 +17,14 @@ from safetensors.torch import load_file
 from trl import ModelConfig
 
 from paser_hf import RecoveryConfig
+from paser_hf.cli.recover import RecoverArguments
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "recipes"
-sys.path.insert(0, str(RECIPES))
-from recover import RecoveryScriptArguments
 
 
 def known_fields():
-    return {f.name for cls in (RecoveryScriptArguments, RecoveryConfig, ModelConfig) for f in dataclasses.fields(cls)}
+    return {f.name for cls in (RecoverArguments, RecoveryConfig, ModelConfig) for f in dataclasses.fields(cls)}
 
 
 @pytest.mark.parametrize("path", sorted((RECIPES / "configs").glob("*.yaml")), ids=lambda p: p.name)
@@ -59,9 +59,9 @@ def test_recipe_trains_with_two_processes(tmp_path):
         # in the config makes each process a CPU rank of a gloo group (DistributedType.MULTI_CPU).
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
         "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
-        str(RECIPES / "recover.py"), "--config", str(RECIPES / "configs" / "tiny_cpu.yaml"),
+        "-m", "paser_hf.cli.recover", "--config", str(RECIPES / "configs" / "tiny_cpu.yaml"),
         "--model_name_or_path", str(tmp_path / "student"), "--teacher_model_name_or_path", str(tmp_path / "teacher"),
-        "--dataset_path", str(tmp_path / "rows.jsonl"), "--output_dir", str(out), "--merge_adapters", "true",
+        "--dataset", str(tmp_path / "rows.jsonl"), "--output_dir", str(out), "--merge_adapters", "true",
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240, check=False)
@@ -70,7 +70,8 @@ def test_recipe_trains_with_two_processes(tmp_path):
     logs = [line for line in result.stdout.splitlines() if "'kd_loss'" in line]
     assert len(logs) == 3  # one log line per optimizer step, from the main process only
     assert "'epoch': '0.3333'" in logs[0]  # 12 rows, 2 processes x 2 rows per step
-    assert (out / "adapter_model.safetensors").is_file()
-    merged = load_file(out / "merged" / "model.safetensors")
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    assert len([line for line in result.stdout.splitlines() if line.startswith("trained 3 steps")]) == 1
+    merged = load_file(out / "model.safetensors")
     zeros = student.model.layers[0].mlp.up_proj.weight == 0
     assert (merged["model.layers.0.mlp.up_proj.weight"][zeros] == 0).all()

@@ -4,8 +4,8 @@ import numpy as np
 from datasets import Dataset
 from fixtures import base_config, make_selector, planted_rows
 
-from paser_hf import PaserDatasetSelector
-from paser_hf.selection.selector import REJECTED, SELECTED
+from paser_hf.selection import selector as selector_module
+from paser_hf.selection.schema import REJECTED, SELECTED
 
 
 def topic_pure(labels, topics):
@@ -58,10 +58,10 @@ def test_without_degradation_allocation_budget_is_equal_and_order_random():
 def test_without_concept_graph_nothing_is_rejected(monkeypatch):
     """The triangle of concepts that makes the concept graph reject a row (test_selector) is accepted whole."""
 
-    def no_concepts(self, prepared):
+    def no_concepts(prepared, config):
         raise AssertionError("concepts were extracted with use_concept_graph=False")
 
-    monkeypatch.setattr(PaserDatasetSelector, "_concepts", no_concepts)
+    monkeypatch.setattr(selector_module, "extract_concepts", no_concepts)
     triangle = [("alpha", "beta"), ("alpha", "gamma"), ("beta", "gamma")]
     rows = [{"instruction": f"plus, {a}, {b}.", "input": "", "output": "1", "topic": "math"} for a, b in triangle]
     rows += [r for r in planted_rows(6) if r["topic"] != "math"]

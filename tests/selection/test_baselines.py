@@ -11,7 +11,8 @@ from torch import nn
 
 from paser_hf import BaselineReport, IfdSelector, PaserConfig, RandomSelector
 from paser_hf.formatting import make_row_formatter, tokenize_prompt_completion
-from paser_hf.selection.divergence import pack_by_tokens
+from paser_hf.selection.baselines import IfdScorer
+from paser_hf.selection.scoring import pack_by_tokens
 
 
 def make_rows(n):
@@ -152,14 +153,11 @@ IFD = [0.5, 1.2, 0.9, 1.0, 0.7, np.nan, 1.05, 0.95]  # row 5 has an empty respon
 def injected(monkeypatch):
     """IfdSelector with losses L(y | x) = IFD, L(y) = 1 injected in place of the model's."""
 
-    def fake_losses(self, prepared, candidates, lengths, first):
-        loss_c = np.full(len(prepared), np.nan)
-        loss_r = np.full(len(prepared), np.nan)
-        loss_c[candidates] = np.array(IFD)[candidates]
-        loss_r[candidates] = 1.0
-        return loss_c, loss_r
+    def fake_losses(self, batch):
+        rows = batch["paser_index"]
+        return {"loss_conditioned": [IFD[i] for i in rows], "loss_response": [1.0] * len(rows)}
 
-    monkeypatch.setattr(IfdSelector, "_losses", fake_losses)
+    monkeypatch.setattr(IfdScorer, "__call__", fake_losses)
     rows = make_rows(8)
     rows[5]["output"] = "  "
     return Dataset.from_list(rows)

@@ -1,4 +1,4 @@
-"""Spec 1 steps 6-7 and the entry point: symmetric NMF, the elbow rule, `cluster_instructions`."""
+"""Symmetric NMF, the elbow rule and the entry point `cluster_instructions` (paper Sec. 3.2, Eq. 3)."""
 
 import json
 

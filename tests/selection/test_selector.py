@@ -5,7 +5,7 @@ import pytest
 from datasets import Dataset
 from fixtures import DamagedOnDigits, base_config, make_selector, planted_rows, tiny_llama, tiny_tokenizer
 
-from paser_hf.selection.selector import NOT_REACHED, REJECTED, SELECTED, SKIPPED_EMPTY, SKIPPED_TRUNCATED
+from paser_hf.selection.schema import NOT_REACHED, REJECTED, SELECTED, SKIPPED_EMPTY, SKIPPED_TRUNCATED
 
 
 def test_budget_goes_to_the_damaged_capability():
@@ -65,14 +65,14 @@ def test_concept_graph_rejects_conflicting_rows():
     """Three damaged rows over a triangle of concepts: whatever the order, two are accepted and build two edges,
     and the third meets two known concepts with no edge between them, so it is rejected and its budget moves on."""
     triangle = [("alpha", "beta"), ("alpha", "gamma"), ("beta", "gamma")]
-    rows = [{"instruction": f"plus, {a}, {b}.", "input": "", "output": "1", "topic": "math"} for a, b in triangle]
+    rows = [{"instruction": f"plus sign, {a} particle, {b} particle.", "input": "", "output": "1", "topic": "math"} for a, b in triangle]
     rows += [r for r in planted_rows(6) if r["topic"] != "math"]
     data = Dataset.from_list(rows)
     selector = make_selector(base_config(budget=3))
     subset = selector(data)
     status = np.array(selector.scores_["paser_status"])
     concepts = selector.scores_["paser_concepts"]
-    assert [sorted(c) for c in concepts[:3]] == [sorted(("plus",) + pair) for pair in triangle]
+    assert [sorted(c) for c in concepts[:3]] == [sorted(("plus sign", f"{a} particle", f"{b} particle")) for a, b in triangle]
     assert (status[:3] == REJECTED).sum() == 1 and (status[:3] == SELECTED).sum() == 2
     rejected = int(np.flatnonzero(status == REJECTED)[0])
     assert not selector.concept_graph_.is_consistent(concepts[rejected])

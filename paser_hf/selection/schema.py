@@ -1,0 +1,62 @@
+"""Column and status names shared by the selection stages, and the checks on an input dataset."""
+
+from __future__ import annotations
+
+from datasets import Dataset, DatasetDict
+
+# Columns of the prepared dataset (one row per input row) and of the cached stage outputs.
+INDEX = "paser_index"
+TEXT = "paser_text"
+CONCEPT_TEXT = "paser_concept_text"
+INPUT_IDS = "input_ids"
+RESPONSE_START = "response_start"
+LENGTH = "paser_length"
+RESPONSE_TOKENS = "paser_response_tokens"
+TRUNCATED = "paser_truncated"
+EMPTY = "paser_empty"
+EMBEDDING = "paser_embedding"
+SCORED_TOKENS = "paser_scored_tokens"
+
+# Columns of `selector.scores_`; the first three are added to the subset by `keep_scores`.
+CLUSTER = "paser_cluster"
+JSD = "paser_jsd"
+IES = "paser_ies"
+CONCEPTS = "paser_concepts"
+STATUS = "paser_status"
+SCORE_COLUMNS = (CLUSTER, JSD, IES)
+RESERVED_COLUMNS = (INDEX, *SCORE_COLUMNS)
+
+# Columns of `IfdSelector.scores_` (and of its cached loss shards).
+LOSS_CONDITIONED = "loss_conditioned"
+LOSS_RESPONSE = "loss_response"
+
+# Row statuses.
+SELECTED = "selected"
+REJECTED = "rejected_inconsistent"
+NOT_REACHED = "not_reached"
+NOT_SELECTED = "not_selected"
+SKIPPED_EMPTY = "skipped_empty_response"
+SKIPPED_TRUNCATED = "skipped_truncated_response"
+SKIPPED_SHORT = "skipped_short_response"
+
+
+def check_dataset(dataset) -> None:
+    """Raise, naming the fix, unless `dataset` is one non-empty `datasets.Dataset` split."""
+    if isinstance(dataset, DatasetDict):
+        raise TypeError(
+            f"Got a DatasetDict with splits {list(dataset)}; pass one split, e.g. selector(dataset['train'])."
+        )
+    if not isinstance(dataset, Dataset):
+        raise TypeError(f"Expected a datasets.Dataset, got {type(dataset).__name__}; use Dataset.from_list(...).")
+    if len(dataset) == 0:
+        raise ValueError("The dataset is empty: there is nothing to select from.")
+
+
+def check_reserved_columns(dataset: Dataset) -> None:
+    """Raise when `dataset` already has a column the selector writes (`RESERVED_COLUMNS`)."""
+    for reserved in RESERVED_COLUMNS:
+        if reserved in dataset.column_names:
+            raise ValueError(
+                f"The dataset already has a column {reserved!r}, which the selector writes; remove or rename it "
+                "(e.g. dataset.remove_columns([...]))."
+            )
