@@ -17,6 +17,8 @@ _PUBLIC = {
     "PaserDatasetSelector": "selection.selector",
     "RandomSelector": "selection.baselines",
     "IfdSelector": "selection.baselines",
+    "LongestSelector": "selection.baselines",
+    "ClusterBalancedSelector": "selection.baselines",
     "cluster_instructions": "selection.clustering",
     "ClusterResult": "selection.clustering",
     "SelectionReport": "reporting.report",

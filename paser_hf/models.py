@@ -94,6 +94,13 @@ def load_model_and_tokenizer(name_or_path: Optional[str] = None, **model_kwargs)
     return model, tokenizer
 
 
+def load_tokenizer(name_or_path: Optional[str] = None):
+    """The tokenizer of a model folder (or Hub id); `None` gives the offline SmolLM2-135M-Instruct default's."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(default_model_path() if name_or_path is None else name_or_path)
+
+
 def native_bf16(device) -> bool:
     """Whether `device` multiplies bfloat16 matrices in hardware: CUDA with compute capability >= 8.0, or a CPU
     with AVX512-BF16 or AMX. Elsewhere bfloat16 is emulated; on an AVX-512 CPU without AVX512-BF16, JSD scoring of

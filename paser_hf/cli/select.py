@@ -1,5 +1,6 @@
-"""`paser select`: a PASER recovery subset of an instruction dataset (`PaserDatasetSelector`), written as JSON lines
-or a `save_to_disk` folder with its report, optionally pushed to the Hub."""
+"""`paser select`: a recovery subset of an instruction dataset, by PASER (`PaserDatasetSelector`) or one of the
+baselines, written as JSON lines or a `save_to_disk` folder with its report; a PASER subset can be pushed to the
+Hub with its dataset card."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Optional
 
 from ..selection.config import PaserConfig
 from .common import DTYPES, Command, load_model
+
+METHODS = ("paser", "random", "ifd", "longest", "cluster_balanced")
 
 
 @dataclass
@@ -25,6 +28,14 @@ class SelectArguments:
         metadata={"help": "Where the subset goes: a path ending in .jsonl is written as JSON lines with the report "
                           "beside it (<name>.report.json); any other path is a folder written with save_to_disk, "
                           "with the per-row scores, dataset card, config and report inside."}
+    )
+    method: str = field(
+        default="paser",
+        metadata={"help": "paser (PASER, arXiv 2502.12594); random; ifd (instruction-following difficulty, Li et al. "
+                          "2024, scored by the pruned model); longest (longest responses first, Zhao et al. 2024); "
+                          "cluster_balanced (random rows, an equal share from each of PASER's clusters). All take "
+                          "--budget in --budget_unit.",
+                  "choices": list(METHODS)},
     )
     original_model: Optional[str] = field(
         default=None,
@@ -49,16 +60,41 @@ class SelectArguments:
     private: bool = field(default=False, metadata={"help": "Make the pushed Hub repository private."})
 
 
+def make_selector(args: SelectArguments, config: PaserConfig):
+    """The selector `args.method` names, with the models it needs loaded (tokenizer only for the model-free ones)."""
+    from ..selection import baselines
+    from ..selection.selector import PaserDatasetSelector
+
+    if args.method not in METHODS:
+        raise ValueError(f"--method {args.method!r}; use one of {', '.join(METHODS)}.")
+    if args.method == "paser":
+        original, tokenizer = load_model(args.original_model, args.dtype, "original model")
+        pruned, _ = load_model(args.pruned_model, args.dtype, "pruned model")
+        return PaserDatasetSelector(original, pruned, tokenizer, config=config)
+    if args.method == "ifd":
+        pruned, tokenizer = load_model(args.pruned_model, args.dtype, "pruned model (IFD scoring)")
+        return baselines.IfdSelector(pruned, tokenizer, config)
+    from ..models import load_tokenizer
+
+    tokenizer = load_tokenizer(args.pruned_model)
+    if args.method == "random":
+        return baselines.RandomSelector(config, tokenizer=tokenizer)
+    if args.method == "longest":
+        return baselines.LongestSelector(tokenizer, config)
+    return baselines.ClusterBalancedSelector(tokenizer, config)
+
+
 def run_select(args: SelectArguments, config: PaserConfig) -> None:
     from ..models import load_data
     from ..reporting import card as hub
-    from ..selection.selector import PaserDatasetSelector
 
+    if args.push_to_hub and args.method != "paser":
+        raise ValueError(f"--push_to_hub publishes PASER selections with their dataset card; --method {args.method} "
+                         "subsets are written locally: push the folder with `Dataset.push_to_hub` if you need to.")
     data = load_data(args.dataset, args.dataset_split, args.dataset_config, max_rows=args.max_rows)
-    config.budget_rows(len(data))
-    original, tokenizer = load_model(args.original_model, args.dtype, "original model")
-    pruned, _ = load_model(args.pruned_model, args.dtype, "pruned model")
-    selector = PaserDatasetSelector(original, pruned, tokenizer, config=config)
+    if config.budget_unit == "rows":
+        config.budget_rows(len(data))
+    selector = make_selector(args, config)
     t0 = time.perf_counter()
     subset = selector(data)
     seconds = time.perf_counter() - t0
@@ -70,17 +106,25 @@ def run_select(args: SelectArguments, config: PaserConfig) -> None:
         subset.to_json(str(output), lines=True, force_ascii=False)
         report_path = output.with_name(output.stem + ".report.json")
         report_path.write_text(report.to_json() + "\n", encoding="utf-8")
-    else:
+    elif args.method == "paser":
         hub.save_selection(subset, output, report=report, scores=selector.scores_, source_dataset=args.dataset)
         report_path = output / hub.REPORT_DIR / "report.json"
+    else:
+        subset.save_to_disk(str(output))
+        selector.scores_.save_to_disk(str(output / hub.SCORES_CONFIG))
+        report_path = report.save(output / hub.REPORT_DIR)
     if args.report_dir:
         report.save(args.report_dir)
     if args.push_to_hub:
         hub.push_selection_to_hub(subset, args.push_to_hub, report=report, scores=selector.scores_,
                                   private=args.private, source_dataset=args.dataset)
 
-    print(f"{len(data)} rows -> {len(subset)} selected (budget {report.budget}), K = {report.k}, {seconds:.1f} s")
-    print(report.cluster_table())
+    tokens = f", {report.tokens['selected']:,} tokens" if report.tokens else ""
+    print(f"{args.method}: {len(data)} rows -> {len(subset)} selected{tokens} (budget {report.budget} "
+          f"{report.budget_unit}), {seconds:.1f} s")
+    if args.method == "paser":
+        print(f"K = {report.k}, allocation {report.allocation}")
+        print(report.cluster_table())
     print(f"subset: {output}\nreport: {report_path}")
     if args.report_dir:
         print(f"report figures: {args.report_dir}")
@@ -88,5 +132,5 @@ def run_select(args: SelectArguments, config: PaserConfig) -> None:
         print(f"pushed to https://huggingface.co/datasets/{args.push_to_hub}")
 
 
-COMMAND = Command("select", "select a recovery subset of an instruction dataset with PASER",
+COMMAND = Command("select", "select a recovery subset of an instruction dataset with PASER (or a baseline)",
                   (SelectArguments, PaserConfig), run_select)

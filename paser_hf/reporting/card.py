@@ -48,9 +48,28 @@ def _k_rule(report) -> str:
 
 
 def _budget(report) -> str:
-    budget = report.config.get("budget")
-    share = f" ({budget:g} of the rows)" if isinstance(budget, float) and budget <= 1 else ""
-    return f"B = {report.budget} rows{share}; {report.num_selected} selected"
+    budget, unit = report.config.get("budget"), report.budget_unit
+    share = f" ({budget:g} of the {unit})" if isinstance(budget, float) and budget <= 1 else ""
+    text = f"B = {report.budget} {unit}{share}; {report.num_selected} rows selected"
+    if report.tokens:
+        text += (f", {report.tokens['selected']:,} training tokens ({report.tokens['selected_per_row']:.1f} per row; "
+                 f"the source rows average {report.tokens['pool_per_row']:.1f})")
+    return text
+
+
+def _allocation(report) -> str:
+    if report.allocation == "size_cds":
+        return "`size_cds`: in proportion to cluster size x CDS"
+    return "`cds`: in proportion to CDS (paper Eq. 6)"
+
+
+def _walk(report) -> str:
+    weight = "cluster size x mean divergence" if report.allocation == "size_cds" else "mean divergence (CDS)"
+    if report.budget_unit == "tokens":
+        return (f"The token budget is split across clusters in proportion to their {weight}, and inside a cluster "
+                "rows are taken by mean JSD (divergence per training token).")
+    return (f"The budget is split across clusters in proportion to their {weight}, and inside a cluster rows are "
+            "taken by JSD / log((|x| + |y|)²).")
 
 
 def card_metadata(report, source_dataset: Optional[str] = None, source_revision: Optional[str] = None,
@@ -68,6 +87,8 @@ def card_metadata(report, source_dataset: Optional[str] = None, source_revision:
         "source_revision": source_revision,
         "source_rows": report.num_rows,
         "budget": report.budget,
+        "budget_unit": report.budget_unit,
+        "allocation": report.allocation,
         "num_selected": report.num_selected,
         "k": report.k,
         "seed": report.config.get("seed"),
@@ -113,6 +134,7 @@ def card_text(report, *, repo_id: Optional[str] = None, source_dataset: Optional
         f"| Original model | `{original_model or models.get('original')}` |",
         f"| Pruned model | `{pruned_model or models.get('pruned')}` |",
         f"| Budget | {_budget(report)} |",
+        f"| Allocation | {_allocation(report)} |",
         f"| Clusters | K = {report.k}: {_k_rule(report)} |",
         f"| Diffusion map | {clustering.get('method', '?')} path, d = {clustering.get('diffusion_dim', '?')}, "
         f"t = {clustering.get('t', float('nan')):.4g} ({clustering.get('t_rule', '?')}) |",
@@ -125,8 +147,7 @@ def card_text(report, *, repo_id: Optional[str] = None, source_dataset: Optional
         "2. **Degradation-aware budget (CDAIS).** Both models read every row with teacher forcing; a row's "
         "score is the mean Jensen-Shannon divergence of their next-token distributions over the response "
         f"tokens (temperature {config.get('jsd_temperature')}, max length {config.get('max_length')} tokens). "
-        "The budget is split across clusters in proportion to their mean divergence (CDS), and inside a "
-        "cluster rows are taken by JSD / log((|x| + |y|)²).",
+        + _walk(report),
         "3. **Negative-transfer check (NTM).** A row is accepted only if its RAKE key phrases agree with the "
         "concept graph of the rows accepted before it; unfilled budget moves on to other clusters.",
         "",

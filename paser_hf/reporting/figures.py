@@ -110,7 +110,7 @@ def cluster_map(report) -> Figure:
 
 
 def cds_allocation(report) -> Figure:
-    """Per-cluster CDS beside the allocated and selected row counts."""
+    """Per-cluster CDS beside the budget allocated and filled, in the report's budget unit."""
     order = _order(report)
     stats = {c.cluster: c for c in report.clusters}
     y = np.arange(len(order))
@@ -124,14 +124,17 @@ def cds_allocation(report) -> Figure:
     left.set_title("Capability degradation")
     height = 0.38
     allocated = [stats[c].allocated for c in order]
-    selected = [stats[c].selected for c in order]
+    selected = [stats[c].filled for c in order]
+    unit = report.budget_unit
     right.barh(y - height / 2, allocated, height, color="#90a4ae", label="allocated (Eq. 6)")
     right.barh(y + height / 2, selected, height, color=STATUS_COLOURS["selected"], label="selected")
     for yi, a, s in zip(y, allocated, selected):
         right.text(max(a, s), yi, f" {s}", va="center", fontsize=8)
-    right.set_xlabel("rows")
+    right.set_xlabel(unit)
     right.set_xlim(0, max(max(allocated + selected), 1) * 1.15)
-    right.set_title(f"Budget: {report.num_selected} of B = {report.budget} rows selected")
+    filled = sum(selected)
+    right.set_title(f"Budget: {filled} of B = {report.budget} {unit} selected ({report.num_selected} rows)"
+                    if unit != "rows" else f"Budget: {report.num_selected} of B = {report.budget} rows selected")
     figure.legend(*right.get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=8, frameon=False)
     for ax in (left, right):
         ax.grid(axis="x", alpha=0.3)
@@ -290,8 +293,9 @@ FIGURES: Dict[str, FigureSpec] = {
     "cds_allocation": FigureSpec(
         cds_allocation, False, "Degradation and budget per cluster",
         "Left: capability degradation score (mean JSD between original and pruned model); cluster sizes in the "
-        "labels. Right: the budget first allocated in proportion to CDS, and the rows finally selected (after "
-        "unfilled budget moved on). Clusters in selection order.",
+        "labels. Right: the budget first allocated (in proportion to CDS, or to size x CDS), and what the selected "
+        "rows finally took of it (after unfilled budget moved on), in the budget's unit. Clusters in selection "
+        "order.",
     ),
     "jsd_distribution": FigureSpec(
         jsd_distribution, True, "JSD per cluster",

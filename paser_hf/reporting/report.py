@@ -18,11 +18,18 @@ import numpy as np
 @dataclass(kw_only=True)
 class Report:
     """The fields every selection report has (`selector.report_`); everything `to_dict()` returns is
-    JSON-serialisable, its keys in `key_order`."""
+    JSON-serialisable, its keys in `key_order`.
 
+    `budget` is B in `budget_unit` ("rows" or "tokens"); `tokens` (`token_summary`) sets the subset's training
+    tokens per row beside the pool's, so the cost of what was selected is visible whatever the unit.
+    """
+
+    method: str = "paser"
     num_rows: int
     budget: int
+    budget_unit: str = "rows"
     num_selected: int
+    tokens: Dict[str, float] = field(default_factory=dict)
     timings: Dict[str, float]
     config: Dict[str, Any]
     models: Dict[str, Any] = field(default_factory=dict)
@@ -44,11 +51,11 @@ class BaselineReport(Report):
     """What a baseline selection did. `details` holds the method's own counts (for IFD: rows at or above
     `max_ifd` used, rows skipped, tokens)."""
 
-    method: str
     details: Dict[str, Any] = field(default_factory=dict)
 
     key_order: ClassVar[Tuple[str, ...]] = (
-        "method", "num_rows", "budget", "num_selected", "timings", "config", "models", "details", "warnings",
+        "method", "num_rows", "budget", "budget_unit", "num_selected", "tokens", "timings", "config", "models",
+        "details", "warnings",
     )
 
     def save(self, directory) -> Path:
@@ -60,9 +67,22 @@ class BaselineReport(Report):
         return path
 
 
+def token_summary(lengths, selected) -> Dict[str, float]:
+    """Training tokens of the pool and of the `selected` rows, in all and per row (`lengths`: every row's)."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    chosen = lengths[np.asarray(selected, dtype=np.int64)]
+    return {
+        "pool": int(lengths.sum()),
+        "pool_per_row": round(float(lengths.mean()), 2) if len(lengths) else 0.0,
+        "selected": int(chosen.sum()),
+        "selected_per_row": round(float(chosen.mean()), 2) if len(chosen) else 0.0,
+    }
+
+
 @dataclass
 class ClusterStats:
-    """One cluster: its size, capability degradation score, budget and outcome."""
+    """One cluster: its size, capability degradation score, budget and outcome. `allocated` (its first share of
+    the budget) and `filled` (what its selected rows take of it) are in the report's budget unit."""
 
     cluster: int
     size: int
@@ -72,6 +92,12 @@ class ClusterStats:
     selected: int
     rejected: int
     mean_ies: float
+    filled: Optional[int] = None
+    selected_tokens: Optional[int] = None
+
+    def __post_init__(self):
+        if self.filled is None:  # a report written before token budgets: the unit was rows
+            self.filled = self.selected
 
 
 @dataclass(kw_only=True)
@@ -88,11 +114,14 @@ class SelectionReport(Report):
     num_skipped_empty_response: int
     allocation_fallback: Optional[str]
     dataset_format: str
+    allocation: str = "cds"
+    concept_rejection_rate: Optional[float] = None
 
     key_order: ClassVar[Tuple[str, ...]] = (
-        "num_rows", "budget", "num_selected", "k", "k_curve", "clusters", "clustering", "concept_graph",
-        "num_truncated", "scored_tokens", "num_skipped_empty_response", "allocation_fallback", "timings", "config",
-        "dataset_format", "models", "warnings",
+        "method", "num_rows", "budget", "budget_unit", "allocation", "num_selected", "tokens", "k", "k_curve",
+        "clusters", "clustering", "concept_graph", "concept_rejection_rate", "num_truncated", "scored_tokens",
+        "num_skipped_empty_response", "allocation_fallback", "timings", "config", "dataset_format", "models",
+        "warnings",
     )
 
     @classmethod
@@ -150,12 +179,25 @@ class SelectionReport(Report):
         lines = [
             "# PASER selection report",
             "",
-            f"{self.num_selected} of {self.num_rows} rows selected (budget B = {self.budget}) from {self.k} clusters "
-            f"of instructions; original model `{self.models.get('original')}`, pruned model "
-            f"`{self.models.get('pruned')}`, paser-hf {self.models.get('paser_hf_version')}, seed "
-            f"{self.config.get('seed')}. Method: PASER (arXiv:2502.12594).",
+            f"{self.num_selected} of {self.num_rows} rows selected (budget B = {self.budget} {self.budget_unit}, "
+            f"allocation `{self.allocation}`) from {self.k} clusters of instructions; original model "
+            f"`{self.models.get('original')}`, pruned model `{self.models.get('pruned')}`, paser-hf "
+            f"{self.models.get('paser_hf_version')}, seed {self.config.get('seed')}. Method: PASER "
+            "(arXiv:2502.12594).",
             "",
         ]
+        if self.tokens:
+            lines += [
+                f"Training tokens: {self.tokens['selected']:,} selected ({self.tokens['selected_per_row']:.1f} per "
+                f"row) of the pool's {self.tokens['pool']:,} ({self.tokens['pool_per_row']:.1f} per row).",
+                "",
+            ]
+        if self.concept_rejection_rate is not None:
+            lines += [
+                f"Concept graph: {self.concept_rejection_rate:.1%} of the rows it examined were rejected (the "
+                "authors report 12-18%).",
+                "",
+            ]
         if self.allocation_fallback:
             lines += [f"Allocation fallback: {self.allocation_fallback}.", ""]
         lines += ["## Clusters", "", self.cluster_table(), ""]
@@ -197,12 +239,16 @@ class SelectionReport(Report):
 
     def cluster_table(self) -> str:
         """The per-cluster figures as a markdown table."""
+        unit = self.budget_unit
         lines = [
-            "| cluster | size | CDS | allocated | selected | rejected |",
-            "|---:|---:|---:|---:|---:|---:|",
+            f"| cluster | size | CDS | allocated {unit} | selected {unit} | selected rows | selected tokens | "
+            "rejected |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for c in sorted(self.clusters, key=lambda c: -c.cds):
-            lines.append(f"| {c.cluster} | {c.size} | {c.cds:.4f} | {c.allocated} | {c.selected} | {c.rejected} |")
+            tokens = "-" if c.selected_tokens is None else c.selected_tokens
+            lines.append(f"| {c.cluster} | {c.size} | {c.cds:.4f} | {c.allocated} | {c.filled} | {c.selected} | "
+                         f"{tokens} | {c.rejected} |")
         return "\n".join(lines)
 
 

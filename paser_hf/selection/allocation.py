@@ -52,3 +52,12 @@ def allocate(total: int, weights, capacity) -> np.ndarray:
         counts += share
         remaining -= int(share.sum())
     return counts
+
+
+def take_in_order(order, costs, budget: int) -> np.ndarray:
+    """The leading rows of `order` that fill `budget`: each row is taken while the cost of those before it is
+    below the budget, so the total reaches `budget` and passes it by less than one row's cost (all of `order`
+    when it holds less). With costs of 1 it is ``order[:budget]``."""
+    order = np.asarray(order, dtype=np.int64)
+    before = np.cumsum(np.asarray(costs, dtype=np.int64)[order]) - np.asarray(costs, dtype=np.int64)[order]
+    return order[before < budget]

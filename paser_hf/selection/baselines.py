@@ -1,12 +1,20 @@
-"""Baselines PASER is compared against, with the selector's call shape: ``subset = selector(dataset)``.
+"""Baselines PASER is compared against, with the selector's call shape: ``subset = selector(dataset)``, a row or
+token budget (`PaserConfig.budget_unit`), seeded.
 
-- `RandomSelector`: B rows drawn uniformly at random without replacement (seeded).
+- `RandomSelector`: rows in a seeded random order until the budget is filled.
+- `ClusterBalancedSelector`: random rows, an equal share of the budget from each of PASER's clusters (capped by
+  the cluster, the rest handed on); Xia et al. 2024 and Ivison et al. 2025 find random selection hard to beat,
+  and balance over capabilities is its strongest form.
+- `LongestSelector`: longest responses first (Zhao et al., ICML 2024, "Long Is More for Alignment").
 - `IfdSelector`: Instruction-Following Difficulty (Li et al., NAACL 2024, "From Quantity to Quality"),
 
       IFD(x, y) = L(y | x) / L(y),   L(y | x) = mean_t -log p(y_t | x, y_<t),   L(y) = mean_t -log p(y_t | y_<t)
 
   over the response tokens y_t of the training sequence, scored by one model (the benchmarks pass the pruned
   one) with PASER's prepare stage and scoring machinery: response positions only, cached resumable shards.
+
+Under a token budget each baseline takes rows in its order while the tokens taken are below B
+(`take_in_order`), so it ends within one row of B.
 """
 
 from __future__ import annotations
@@ -16,14 +24,19 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
+from accelerate import PartialState
 from datasets import Dataset
 
 from .. import __version__
 from ..caching import combine, model_fingerprint, progress_bars
 from ..formatting import resolve_chat_template
-from ..reporting.report import BaselineReport
+from ..reporting.report import BaselineReport, token_summary
 from . import schema
+from .algorithm import run_algorithm
+from .allocation import take_in_order
+from .clustering import cluster_instructions
 from .config import PaserConfig
+from .embedding import embed_rows, load_embedder
 from .prepare import PreparedRows, prepare_dataset, resolve_format, truncation_warning
 from .scoring import (
     BatchFitter,
@@ -40,50 +53,168 @@ from .timing import Stopwatch
 
 
 class _Baseline:
+    """What the baselines share: the config, the call, the prepare stage and the finish (status, report)."""
+
+    method = ""
+
     def __init__(self, config: Optional[PaserConfig] = None):
         self.config = config if config is not None else PaserConfig()
 
     def __call__(self, dataset: Dataset) -> Dataset:
         return self.select(dataset)
 
-    def _finish(self, dataset: Dataset, chosen: np.ndarray, scores: dict, report: BaselineReport) -> Dataset:
+    def _prepare(self, dataset: Dataset, tokenizer, stopwatch: Stopwatch):
+        """(prepared dataset, its `PreparedRows`, the budget in the config's unit), as PASER prepares rows."""
+        cfg = self.config
+        if tokenizer is None:
+            raise ValueError(
+                f"{type(self).__name__} needs the tokenizer the recovery trainer uses, to format and count tokens: "
+                f"{type(self).__name__}(tokenizer=tok, config=config)."
+            )
+        with stopwatch("prepare"), progress_bars(cfg.show_progress):
+            prepared = prepare_dataset(dataset, tokenizer, cfg, resolve_format(dataset, cfg),
+                                       resolve_chat_template(tokenizer, cfg.use_chat_template),
+                                       desc=f"{self.method}: formatting and tokenising")
+        rows = PreparedRows.of(prepared)
+        return prepared, rows, cfg.budget_for(rows.lengths)
+
+    def _finish(self, dataset: Dataset, chosen: np.ndarray, scores: dict, budget: int,
+                lengths: Optional[np.ndarray], stopwatch: Stopwatch, models: Optional[dict] = None,
+                details: Optional[dict] = None, warn_list: Sequence[str] = ()) -> Dataset:
+        n = len(dataset)
+        chosen = np.sort(np.asarray(chosen, dtype=np.int64))
+        if "status" not in scores:
+            status = np.full(n, schema.NOT_SELECTED, dtype=object)
+            status[chosen] = schema.SELECTED
+            scores["status"] = status.tolist()
+        cfg = self.config
+        filled = len(chosen) if cfg.budget_unit == "rows" else int(lengths[chosen].sum())
+        messages = list(warn_list)
+        if filled < budget:
+            messages.append(f"Selected {filled} {cfg.budget_unit}, fewer than the budget of {budget}: the rows "
+                            f"{self.method} may select hold no more.")
         self.selected_indices_ = chosen
-        self.scores_ = Dataset.from_dict(scores)
-        self.report_ = report
-        for message in report.warnings:
+        self.scores_ = Dataset.from_dict({"index": np.arange(n), **scores})
+        self.report_ = BaselineReport(
+            method=self.method,
+            num_rows=n,
+            budget=budget,
+            budget_unit=cfg.budget_unit,
+            num_selected=len(chosen),
+            tokens={} if lengths is None else token_summary(lengths, chosen),
+            timings=stopwatch.timings(),
+            config=cfg.to_dict(),
+            models={**(models or {}), "paser_hf_version": __version__},
+            details=details or {},
+            warnings=messages,
+        )
+        for message in self.report_.warnings:
             warnings.warn(message, stacklevel=3)
         return dataset.select(chosen)
 
 
 class RandomSelector(_Baseline):
-    """B = `config.budget_rows(N)` rows uniformly at random: row i gets a key u_i ~ U[0, 1) from
-    ``numpy.random.default_rng(config.seed)`` and the B smallest keys are selected.
+    """Rows in a seeded random order until the budget is filled: row i gets a key u_i ~ U[0, 1) from
+    ``numpy.random.default_rng(config.seed)`` and rows are taken by ascending key, B of them under a row budget
+    and while the tokens taken are below B under a token budget (which needs the `tokenizer`).
 
     After a call: ``selected_indices_`` (sorted), ``scores_`` (a `Dataset`: ``index``, ``random_key``,
     ``status``) and ``report_`` (a `BaselineReport`).
     """
 
+    method = "random"
+
+    def __init__(self, config: Optional[PaserConfig] = None, tokenizer=None):
+        super().__init__(config)
+        self.tokenizer = tokenizer
+
     def select(self, dataset: Dataset) -> Dataset:
         """The selected rows with every original column, in their original order."""
         schema.check_dataset(dataset)
-        n = len(dataset)
-        budget = self.config.budget_rows(n)
-        stopwatch = Stopwatch()
+        cfg, n, stopwatch = self.config, len(dataset), Stopwatch()
+        lengths = None
+        if self.tokenizer is not None or cfg.budget_unit == "tokens":
+            _, rows, budget = self._prepare(dataset, self.tokenizer, stopwatch)
+            lengths = rows.lengths
+        else:
+            budget = cfg.budget_rows(n)
         with stopwatch("selection"):
-            keys = np.random.default_rng(self.config.seed).random(n)
-            chosen = np.sort(np.argsort(keys, kind="stable")[:budget])
-            status = np.full(n, schema.NOT_SELECTED, dtype=object)
-            status[chosen] = schema.SELECTED
-        report = BaselineReport(
-            method="random",
-            num_rows=n,
-            budget=budget,
-            num_selected=len(chosen),
-            timings=stopwatch.timings(),
-            config=self.config.to_dict(),
-        )
-        return self._finish(dataset, chosen, {"index": np.arange(n), "random_key": keys, "status": status.tolist()},
-                            report)
+            keys = np.random.default_rng(cfg.seed).random(n)
+            order = np.argsort(keys, kind="stable")
+            chosen = take_in_order(order, cfg.row_costs(np.ones(n) if lengths is None else lengths), budget)
+        return self._finish(dataset, chosen, {"random_key": keys}, budget, lengths, stopwatch)
+
+
+class LongestSelector(_Baseline):
+    """Longest responses first (Zhao et al., ICML 2024, "Long Is More for Alignment"): rows by descending number
+    of response tokens as the trainer sees them (after truncation to `max_length`), ties by row index, until
+    the budget is filled. Rows with an empty response are never selected.
+
+    After a call: ``selected_indices_``, ``scores_`` (``index``, ``response_tokens``, ``status``) and ``report_``.
+    """
+
+    method = "longest"
+
+    def __init__(self, tokenizer=None, config: Optional[PaserConfig] = None):
+        super().__init__(config)
+        self.tokenizer = tokenizer
+
+    def select(self, dataset: Dataset) -> Dataset:
+        """The selected rows with every original column, in their original order."""
+        schema.check_dataset(dataset)
+        cfg, stopwatch = self.config, Stopwatch()
+        _, rows, budget = self._prepare(dataset, self.tokenizer, stopwatch)
+        with stopwatch("selection"):
+            candidates = np.flatnonzero(~rows.empty & ~rows.cut_away)
+            order = candidates[np.lexsort((candidates, -rows.response_tokens[candidates]))]
+            chosen = take_in_order(order, cfg.row_costs(rows.lengths), budget)
+        return self._finish(dataset, chosen, {"response_tokens": rows.response_tokens}, budget, rows.lengths,
+                            stopwatch)
+
+
+class ClusterBalancedSelector(_Baseline):
+    """Random rows, an equal share of the budget from each of PASER's clusters (S²RIC on the same embeddings and
+    settings as `PaserDatasetSelector`): the budget is split equally over the clusters, capped by what each holds
+    with the rest handed on (`allocate` with equal weights), and each cluster's rows are taken in a seeded random
+    order. No model divergence and no concept check: the balanced form of random selection that Xia et al. 2024
+    (LESS) and Ivison et al. 2025 find hard to beat.
+
+    After a call: ``selected_indices_``, ``scores_`` (``index``, ``cluster``, ``random_key``, ``status``),
+    ``report_`` (per-cluster counts in ``details``) and ``clustering_``.
+    """
+
+    method = "cluster_balanced"
+
+    def __init__(self, tokenizer=None, config: Optional[PaserConfig] = None, embedder=None):
+        super().__init__(config)
+        self.tokenizer = tokenizer
+        self.embedder = embedder
+
+    def select(self, dataset: Dataset) -> Dataset:
+        """The selected rows with every original column, in their original order."""
+        schema.check_dataset(dataset)
+        cfg, stopwatch = self.config, Stopwatch()
+        prepared, rows, budget = self._prepare(dataset, self.tokenizer, stopwatch)
+        state = PartialState(cpu=not torch.cuda.is_available())
+        with stopwatch("embedding"):
+            embedder = self.embedder if self.embedder is not None else load_embedder(cfg.embedding_model)
+            embeddings = embed_rows(prepared, embedder, cfg, state)
+        with stopwatch("clustering"):
+            clustering = cluster_instructions(embeddings, config=cfg)
+        with stopwatch("selection"):
+            keys = np.random.default_rng(cfg.seed).random(len(dataset))
+            candidates = ~rows.empty & ~rows.cut_away
+            result = run_algorithm(clustering.labels, np.ones(clustering.k), -keys, candidates, budget,
+                                   costs=cfg.row_costs(rows.lengths))
+        self.clustering_ = clustering
+        details = {
+            "k": int(clustering.k),
+            "allocated": result.first_allocation.tolist(),
+            "selected_per_cluster": result.accepted.tolist(),
+            "cluster_sizes": np.bincount(clustering.labels, minlength=clustering.k).tolist(),
+        }
+        scores = {"cluster": np.asarray(clustering.labels), "random_key": keys}
+        return self._finish(dataset, result.selected, scores, budget, rows.lengths, stopwatch, details=details)
 
 
 def ifd_ranking(ifd: np.ndarray, max_ifd: Optional[float] = 1.0) -> np.ndarray:
@@ -205,6 +336,8 @@ class IfdSelector(_Baseline):
     ``status``) and ``report_`` (a `BaselineReport`).
     """
 
+    method = "ifd"
+
     def __init__(self, model=None, tokenizer=None, config: Optional[PaserConfig] = None,
                  max_ifd: Optional[float] = 1.0):
         super().__init__(config)
@@ -215,7 +348,7 @@ class IfdSelector(_Baseline):
         self.max_ifd = max_ifd
 
     def select(self, dataset: Dataset) -> Dataset:
-        """The B top-ranked rows with every original column, in their original order."""
+        """The top-ranked rows that fill the budget, with every original column, in their original order."""
         schema.check_dataset(dataset)
         if self.model is None or self.tokenizer is None:
             raise ValueError(
@@ -223,16 +356,8 @@ class IfdSelector(_Baseline):
             )
         cfg, tokenizer, max_ifd = self.config, self.tokenizer, self.max_ifd
         n = len(dataset)
-        budget = cfg.budget_rows(n)
-        dataset_format = resolve_format(dataset, cfg)
-        chat = resolve_chat_template(tokenizer, cfg.use_chat_template)
         stopwatch = Stopwatch()
-
-        with stopwatch("prepare"):
-            with progress_bars(cfg.show_progress):
-                prepared = prepare_dataset(dataset, tokenizer, cfg, dataset_format, chat,
-                                           desc="IFD: formatting and tokenising")
-            rows = PreparedRows.of(prepared)
+        prepared, rows, budget = self._prepare(dataset, tokenizer, stopwatch)
         first = ((tokenizer.bos_token_id is None) | (rows.response_starts == 0)).astype(np.int64)
         targets = np.maximum(rows.lengths - rows.response_starts - first, 0)
         unscorable = ~rows.empty & (targets == 0)
@@ -246,7 +371,7 @@ class IfdSelector(_Baseline):
         with stopwatch("selection"):
             with np.errstate(divide="ignore", invalid="ignore"):
                 ifd = loss_c / loss_r
-            chosen = np.sort(ifd_ranking(ifd, max_ifd)[:budget])
+            chosen = np.sort(take_in_order(ifd_ranking(ifd, max_ifd), cfg.row_costs(rows.lengths), budget))
             status = np.full(n, schema.NOT_SELECTED, dtype=object)
             status[chosen] = schema.SELECTED
             status[rows.empty] = schema.SKIPPED_EMPTY
@@ -261,44 +386,28 @@ class IfdSelector(_Baseline):
                 f"{above_used} of the {len(chosen)} selected rows have IFD >= max_ifd={max_ifd} (the instruction does "
                 f"not lower the response loss): only {len(candidates) - above} scored rows lie below it."
             )
-        if len(chosen) < budget:
+        if len(chosen) == len(candidates) and len(chosen) < n:
             warn_list.append(
-                f"Selected {len(chosen)} rows, fewer than the budget of {budget}: only {len(candidates)} rows could "
-                f"be scored ({int(rows.empty.sum())} with an empty response, {int(cut_away.sum())} whose response "
-                f"was cut away by max_length={cfg.max_length}, {int(too_short.sum())} with a one-token response and "
-                "no BOS token to predict it from)."
+                f"Only {len(candidates)} rows could be scored ({int(rows.empty.sum())} with an empty response, "
+                f"{int(cut_away.sum())} whose response was cut away by max_length={cfg.max_length}, "
+                f"{int(too_short.sum())} with a one-token response and no BOS token to predict it from)."
             )
         truncated = truncation_warning(int(rows.truncated.sum()), cfg.max_length)
         warn_list += [truncated] if truncated else []
-        report = BaselineReport(
-            method="ifd",
-            num_rows=n,
-            budget=budget,
-            num_selected=len(chosen),
-            timings=stopwatch.timings(),
-            config=cfg.to_dict(),
-            models={"scoring": model_name(self.model), "paser_hf_version": __version__},
-            details={
-                "max_ifd": None if max_ifd is None else float(max_ifd),
-                "dataset_format": dataset_format,
-                "bos_prefix": tokenizer.bos_token_id is not None,
-                "num_scored": len(candidates),
-                "num_at_or_above_max_ifd": above,
-                "num_at_or_above_max_ifd_selected": above_used,
-                "num_skipped_empty_response": int(rows.empty.sum()),
-                "num_skipped_truncated_response": int(cut_away.sum()),
-                "num_skipped_short_response": int(too_short.sum()),
-                "num_truncated": int(rows.truncated.sum()),
-                "scored_tokens": int(rows.lengths[candidates].sum()),
-                "target_tokens": int(targets[candidates].sum()),
-            },
-            warnings=warn_list,
-        )
-        scores = {
-            "index": np.arange(n),
-            "ifd": ifd,
-            schema.LOSS_CONDITIONED: loss_c,
-            schema.LOSS_RESPONSE: loss_r,
-            "status": status.tolist(),
+        details = {
+            "max_ifd": None if max_ifd is None else float(max_ifd),
+            "dataset_format": resolve_format(dataset, cfg),
+            "bos_prefix": tokenizer.bos_token_id is not None,
+            "num_scored": len(candidates),
+            "num_at_or_above_max_ifd": above,
+            "num_at_or_above_max_ifd_selected": above_used,
+            "num_skipped_empty_response": int(rows.empty.sum()),
+            "num_skipped_truncated_response": int(cut_away.sum()),
+            "num_skipped_short_response": int(too_short.sum()),
+            "num_truncated": int(rows.truncated.sum()),
+            "scored_tokens": int(rows.lengths[candidates].sum()),
+            "target_tokens": int(targets[candidates].sum()),
         }
-        return self._finish(dataset, chosen, scores, report)
+        scores = {"ifd": ifd, schema.LOSS_CONDITIONED: loss_c, schema.LOSS_RESPONSE: loss_r, "status": status.tolist()}
+        return self._finish(dataset, chosen, scores, budget, rows.lengths, stopwatch,
+                            models={"scoring": model_name(self.model)}, details=details, warn_list=warn_list)

@@ -6,24 +6,48 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
+import numpy as np
+
 DATASET_FORMATS = ("alpaca", "prompt_completion", "conversational")
 CLUSTERING_METHODS = ("auto", "dense", "sparse")
 CONCEPT_SOURCES = ("instruction", "instruction_output")
+BUDGET_UNITS = ("rows", "tokens")
+ALLOCATIONS = ("cds", "size_cds")
 
 
 @dataclass
 class PaserConfig:
     """Configuration of `PaserDatasetSelector` (PASER, arXiv 2502.12594).
 
-    Budget: a float in (0, 1] is a fraction of the rows (B = round(budget * N), at least 1); a Python int >= 1,
-    or a whole float above 1 (what a command line gives for ``--budget 400``), is a row count.
+    Budget, in `budget_unit`s (rows, or training tokens as the trainer sees them: prompt + completion after
+    truncation to `max_length`): a float in (0, 1] is a fraction of the pool's rows or tokens
+    (B = round(budget * total), at least 1); a Python int >= 1, or a whole float above 1 (what a command line
+    gives for ``--budget 400``), is a count.
     """
 
     budget: float = field(
         default=0.2,
         metadata={
-            "help": "Rows to select: a number in (0, 1] is a fraction of the dataset, an integer >= 2 (or a Python "
-            "int >= 1) is a row count."
+            "help": "How much to select, in budget_unit: a number in (0, 1] is a fraction of the dataset's rows (or "
+            "tokens), an integer >= 2 (or a Python int >= 1) is a count of rows (or tokens)."
+        },
+    )
+    budget_unit: str = field(
+        default="rows",
+        metadata={
+            "help": "'rows' (the paper's budget) or 'tokens': training tokens of the formatted rows after truncation "
+            "to max_length, what recovery training costs. Under 'tokens' the budget is met within one row, and "
+            "rows inside a cluster are ranked by mean JSD (divergence per training token) instead of the IES.",
+            "choices": list(BUDGET_UNITS),
+        },
+    )
+    allocation: str = field(
+        default="cds",
+        metadata={
+            "help": "How the budget is split over clusters: 'cds' in proportion to CDS(c) (paper Eq. 6) or "
+            "'size_cds' in proportion to |c| x CDS(c), |c| the cluster's candidate rows (or tokens), which keeps "
+            "the data's mixture and shifts it towards the capabilities that fell most.",
+            "choices": list(ALLOCATIONS),
         },
     )
     dataset_format: Optional[str] = field(
@@ -173,6 +197,10 @@ class PaserConfig:
             raise ValueError(f"dataset_format={self.dataset_format!r}; use one of {DATASET_FORMATS} or None.")
         if self.clustering_method not in CLUSTERING_METHODS:
             raise ValueError(f"clustering_method={self.clustering_method!r}; use one of {CLUSTERING_METHODS}.")
+        if self.budget_unit not in BUDGET_UNITS:
+            raise ValueError(f"budget_unit={self.budget_unit!r}; use one of {BUDGET_UNITS}.")
+        if self.allocation not in ALLOCATIONS:
+            raise ValueError(f"allocation={self.allocation!r}; use one of {ALLOCATIONS}.")
         if self.concept_source not in CONCEPT_SOURCES:
             raise ValueError(f"concept_source={self.concept_source!r}; use one of {CONCEPT_SOURCES}.")
         for name in (
@@ -239,14 +267,33 @@ class PaserConfig:
         """B for a dataset of `num_rows` rows: round(budget * N) (at least 1) or the row count itself."""
         if num_rows < 1:
             raise ValueError("The dataset is empty: there is nothing to select from.")
+        return self._budget_of(num_rows, "rows", "the dataset has only")
+
+    def budget_tokens(self, num_tokens: int) -> int:
+        """B for a pool of `num_tokens` training tokens: round(budget * T) (at least 1) or the token count itself."""
+        if num_tokens < 1:
+            raise ValueError("The dataset has no tokens: there is nothing to select from.")
+        return self._budget_of(num_tokens, "tokens", "the dataset's rows hold only")
+
+    def _budget_of(self, total: int, unit: str, holds: str) -> int:
         if isinstance(self.budget, float):
-            return max(1, min(num_rows, int(math.floor(self.budget * num_rows + 0.5))))
-        if self.budget > num_rows:
+            return max(1, min(total, int(math.floor(self.budget * total + 0.5))))
+        if self.budget > total:
             raise ValueError(
-                f"budget={self.budget} rows but the dataset has only {num_rows}; lower the budget or give a "
-                "fraction in (0, 1]."
+                f"budget={self.budget} {unit} but {holds} {total}; lower the budget or give a fraction in (0, 1]."
             )
         return self.budget
+
+    def budget_for(self, lengths) -> int:
+        """B in `budget_unit` for a pool whose formatted rows have these token `lengths`."""
+        if self.budget_unit == "tokens":
+            return self.budget_tokens(int(sum(int(n) for n in lengths)))
+        return self.budget_rows(len(lengths))
+
+    def row_costs(self, lengths):
+        """What each row costs of the budget: 1 under a row budget, its token length under a token budget."""
+        lengths = np.asarray(lengths, dtype=np.int64)
+        return lengths if self.budget_unit == "tokens" else np.ones_like(lengths)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -20,11 +20,11 @@ from datasets.fingerprint import Hasher
 from .. import __version__
 from ..caching import cached_map, combine, model_fingerprint, progress_bars
 from ..formatting import resolve_chat_template
-from ..reporting.report import ClusterStats, SelectionReport
+from ..reporting.report import ClusterStats, SelectionReport, token_summary
 from . import schema
 from .algorithm import AlgorithmResult, run_algorithm
 from .clustering import ClusterResult, cluster_instructions
-from .concepts import ConceptExtractor
+from .concepts import ConceptExtractor, merge_similar_concepts
 from .config import PaserConfig
 from .degradation import capability_degradation, individual_efficiency
 from .divergence import JsdScorer
@@ -32,6 +32,9 @@ from .embedding import embed_rows, load_embedder
 from .prepare import PreparedRows, prepare_dataset, resolve_format, truncation_warning
 from .scoring import common_vocabulary, model_name, pad_token_id, score_in_shards
 from .timing import Stopwatch
+
+#: Above this share of examined rows rejected by the concept graph, the selector warns (the authors: 12-18%).
+REJECTION_WARNING = 0.30
 
 
 def score_jsd(prepared: Dataset, rows: np.ndarray, original, pruned, tokenizer, vocab: int, config: PaserConfig,
@@ -77,37 +80,56 @@ def extract_concepts(prepared: Dataset, config: PaserConfig) -> List[List[str]]:
 
 @dataclass
 class AlgorithmInputs:
-    """Per row the cluster and IES (NaN for non-candidates), per cluster the CDS; the allocation weights and the
-    row priority Algorithm 1 uses."""
+    """Per row the cluster, IES (NaN for non-candidates) and cost in budget units, per cluster the CDS; the
+    allocation weights and the row priority Algorithm 1 uses."""
 
     labels: np.ndarray
     ies: np.ndarray
     cds: np.ndarray
+    costs: np.ndarray
     weights: np.ndarray
     priority: np.ndarray
 
 
+def allocation_weights(config: PaserConfig, cds: np.ndarray, labels: np.ndarray, costs: np.ndarray,
+                       candidates: np.ndarray) -> np.ndarray:
+    """Eq. 6's weights: CDS(c), or with ``allocation="size_cds"`` |c| x CDS(c), |c| the cluster's candidate
+    rows (or tokens, under a token budget)."""
+    if config.allocation == "cds":
+        return cds
+    size = np.bincount(labels[candidates], weights=costs[candidates], minlength=len(cds))
+    return size * cds
+
+
 def algorithm_inputs(config: PaserConfig, clustering: ClusterResult, jsd: np.ndarray, lengths: np.ndarray,
                      candidates: np.ndarray) -> AlgorithmInputs:
-    """CDS and IES of the clustered rows, and the ablations of paper Table 4 (seeded by `config.seed`):
-    without `use_clustering` rows get random labels among the same K clusters; without
-    `use_degradation_allocation` every cluster weighs 1 and its rows come in random order."""
+    """CDS and IES of the clustered rows, the allocation weights and the order of rows in a cluster.
+
+    Under a row budget rows are ranked by IES = JSD / log(cost) (Eq. 7). Under a token budget a row's total
+    divergence is JSD x length and its cost is its length, so the value per token is the mean JSD itself, and
+    rows are ranked by it. The ablations of paper Table 4 (seeded by `config.seed`): without `use_clustering`
+    rows get random labels among the same K clusters; without `use_degradation_allocation` every cluster weighs
+    1 and its rows come in random order.
+    """
     rng = np.random.default_rng(config.seed)
     k = int(clustering.k)
     if config.use_clustering:
         labels = np.asarray(clustering.labels, dtype=np.int64)
     else:
         labels = rng.integers(0, k, size=len(jsd))
+    costs = config.row_costs(lengths)
     ies = individual_efficiency(np.nan_to_num(jsd, nan=0.0), lengths)
     ies[~candidates] = np.nan
     cds = capability_degradation(jsd, labels, k, candidates)
     if config.use_degradation_allocation:
-        return AlgorithmInputs(labels, ies, cds, weights=cds, priority=np.nan_to_num(ies, nan=-np.inf))
+        value = ies if config.budget_unit == "rows" else np.where(candidates, jsd, np.nan)
+        weights = allocation_weights(config, cds, labels, costs, candidates)
+        return AlgorithmInputs(labels, ies, cds, costs, weights, priority=np.nan_to_num(value, nan=-np.inf))
     priority = np.zeros(len(jsd))
     for c in range(k):
         order = rng.permutation(np.flatnonzero((labels == c) & candidates))
         priority[order] = -np.arange(len(order))
-    return AlgorithmInputs(labels, ies, cds, weights=np.ones(k), priority=priority)
+    return AlgorithmInputs(labels, ies, cds, costs, weights=np.ones(k), priority=priority)
 
 
 def row_status(result: AlgorithmResult, rows: PreparedRows) -> np.ndarray:
@@ -118,21 +140,34 @@ def row_status(result: AlgorithmResult, rows: PreparedRows) -> np.ndarray:
     return status
 
 
+def rejection_rate(status: np.ndarray) -> Optional[float]:
+    """Rows the concept graph rejected over rows it examined (accepted or rejected); None when it examined none."""
+    rejected = int((status == schema.REJECTED).sum())
+    examined = rejected + int((status == schema.SELECTED).sum())
+    return rejected / examined if examined else None
+
+
 def selection_warnings(result: AlgorithmResult, rows: PreparedRows, status: np.ndarray, budget: int,
-                       max_length: int) -> List[str]:
-    """Why the selection may not be what was asked for: the allocation fallback, fewer rows than the budget,
-    truncated rows."""
+                       config: PaserConfig, concept_rejection_rate: Optional[float]) -> List[str]:
+    """Why the selection may not be what was asked for: the allocation fallback, less than the budget, a concept
+    graph that rejects more than `REJECTION_WARNING` of the rows it examines, truncated rows."""
     messages = [result.fallback] if result.fallback else []
-    selected = int((status == schema.SELECTED).sum())
-    if selected < budget:
+    filled = int(result.filled.sum())
+    if filled < budget:
         candidates = int((~rows.empty & ~rows.cut_away).sum())
         messages.append(
-            f"Selected {selected} rows, fewer than the budget of {budget}: only {candidates} rows could be scored "
-            f"({int(rows.empty.sum())} with an empty response, {int(rows.cut_away.sum())} whose response was cut "
-            f"away by max_length={max_length}) and {int((status == schema.REJECTED).sum())} were rejected by the "
-            "concept-consistency check."
+            f"Selected {filled} {config.budget_unit}, fewer than the budget of {budget}: only {candidates} rows could "
+            f"be scored ({int(rows.empty.sum())} with an empty response, {int(rows.cut_away.sum())} whose response "
+            f"was cut away by max_length={config.max_length}) and {int((status == schema.REJECTED).sum())} were "
+            "rejected by the concept-consistency check."
         )
-    truncated = truncation_warning(int(rows.truncated.sum()), max_length)
+    if concept_rejection_rate is not None and concept_rejection_rate > REJECTION_WARNING:
+        messages.append(
+            f"The concept-consistency check rejected {concept_rejection_rate:.0%} of the rows it examined (the "
+            f"PASER authors report 12-18%): the concepts may be too generic for this data. Raise "
+            "min_concept_words, or set concept_similarity=None / use_concept_graph=False."
+        )
+    truncated = truncation_warning(int(rows.truncated.sum()), config.max_length)
     return messages + ([truncated] if truncated else [])
 
 
@@ -149,8 +184,10 @@ def scores_table(inputs: AlgorithmInputs, jsd: np.ndarray, concepts: Optional[li
     })
 
 
-def cluster_stats(inputs: AlgorithmInputs, result: AlgorithmResult, candidates: np.ndarray) -> List[ClusterStats]:
+def cluster_stats(inputs: AlgorithmInputs, result: AlgorithmResult, candidates: np.ndarray,
+                  lengths: np.ndarray) -> List[ClusterStats]:
     stats = []
+    chosen = result.status == schema.SELECTED
     for c in range(len(inputs.cds)):
         members = (inputs.labels == c) & candidates
         stats.append(ClusterStats(
@@ -162,6 +199,8 @@ def cluster_stats(inputs: AlgorithmInputs, result: AlgorithmResult, candidates: 
             selected=int(result.accepted[c]),
             rejected=int(result.rejected[c]),
             mean_ies=float(inputs.ies[members].mean()) if members.any() else 0.0,
+            filled=int(result.filled[c]),
+            selected_tokens=int(lengths[(inputs.labels == c) & chosen].sum()),
         ))
     return stats
 
@@ -171,15 +210,21 @@ def selection_report(dataset: Dataset, budget: int, clustering: ClusterResult, i
                      dataset_format: str, models: dict, timings: dict) -> SelectionReport:
     """`selector.report_`, with its warnings (`selection_warnings`)."""
     candidates = ~rows.empty & ~rows.cut_away
+    rate = rejection_rate(status) if config.use_concept_graph else None
     return SelectionReport(
+        method="paser",
         num_rows=len(dataset),
         budget=budget,
+        budget_unit=config.budget_unit,
+        allocation=config.allocation,
         num_selected=len(result.selected),
+        tokens=token_summary(rows.lengths, result.selected),
         k=int(clustering.k),
         k_curve={int(key): float(v) for key, v in clustering.k_curve.items()},
-        clusters=cluster_stats(inputs, result, candidates),
+        clusters=cluster_stats(inputs, result, candidates, rows.lengths),
         clustering=clustering.to_dict(),
         concept_graph={"nodes": result.concept_graph.num_nodes, "edges": result.concept_graph.num_edges},
+        concept_rejection_rate=None if rate is None else round(rate, 4),
         num_truncated=int(rows.truncated.sum()),
         scored_tokens=int(rows.lengths[candidates].sum()),
         num_skipped_empty_response=int(rows.empty.sum() + rows.cut_away.sum()),
@@ -188,7 +233,7 @@ def selection_report(dataset: Dataset, budget: int, clustering: ClusterResult, i
         config=config.to_dict(),
         dataset_format=dataset_format,
         models=models,
-        warnings=selection_warnings(result, rows, status, budget, config.max_length),
+        warnings=selection_warnings(result, rows, status, budget, config, rate),
     )
 
 
@@ -236,7 +281,6 @@ class PaserDatasetSelector:
         schema.check_reserved_columns(dataset)
         cfg, original, pruned, tokenizer = self.config, self.original_model, self.pruned_model, self.tokenizer
         state = PartialState(cpu=not torch.cuda.is_available())
-        budget = cfg.budget_rows(len(dataset))
         dataset_format = resolve_format(dataset, cfg, self.formatting_func)
         chat = resolve_chat_template(tokenizer, cfg.use_chat_template)
         vocab = common_vocabulary(original, pruned, tokenizer)
@@ -247,6 +291,7 @@ class PaserDatasetSelector:
             with stopwatch("prepare"), state.main_process_first():
                 prepared = prepare_dataset(dataset, tokenizer, cfg, dataset_format, chat, self.formatting_func)
             rows = PreparedRows.of(prepared)
+            budget = cfg.budget_for(rows.lengths)
             candidates = ~rows.empty & ~rows.cut_away
             with stopwatch("embedding"):
                 embedder = self.embedder if self.embedder is not None else load_embedder(cfg.embedding_model)
@@ -258,12 +303,15 @@ class PaserDatasetSelector:
             if state.is_main_process:
                 with stopwatch("concepts"):
                     concepts = extract_concepts(prepared, cfg) if cfg.use_concept_graph else None
+                    if concepts is not None and cfg.concept_similarity is not None:
+                        concepts = merge_similar_concepts(concepts, embedder, cfg.concept_similarity,
+                                                          cfg.embedding_batch_size)
                 with stopwatch("clustering"):
                     clustering = cluster_instructions(embeddings, config=cfg)
                 with stopwatch("selection"):
                     inputs = algorithm_inputs(cfg, clustering, jsd, rows.lengths, candidates)
                     result = run_algorithm(inputs.labels, inputs.weights, inputs.priority, candidates, budget,
-                                           concepts)
+                                           concepts, inputs.costs)
                     status = row_status(result, rows)
                 report = selection_report(
                     dataset, budget, clustering, inputs, result, rows, status, cfg, dataset_format,

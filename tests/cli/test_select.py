@@ -60,3 +60,32 @@ def test_select_saves_a_dataset_folder(files, tmp_path):
     assert len(subset) == 5
     assert len(load_from_disk(str(out / "scores"))) == len(CLI_ROWS)
     assert json.loads((out / "report" / "report.json").read_text())["budget"] == 5
+
+
+@pytest.mark.parametrize("method", ["random", "longest", "cluster_balanced", "ifd"])
+def test_select_baselines_at_a_token_budget(files, tmp_path, method):
+    out = tmp_path / "subset"
+    args = _select_args(files, out, "--method", method, "--budget", "0.3", "--budget_unit", "tokens",
+                        "--num_clusters", "2")
+    assert main(args) == 0
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert (report["method"], report["budget_unit"]) == (method, "tokens")
+    assert report["budget"] <= report["tokens"]["selected"] < report["budget"] + 96  # within one row (max_length)
+    assert len(load_from_disk(str(out))) == report["num_selected"]
+    assert len(load_from_disk(str(out / "scores"))) == len(CLI_ROWS)
+
+
+def test_select_paser_names_unit_and_allocation_in_report_and_card(files, tmp_path):
+    out = tmp_path / "subset"
+    assert main(_select_args(files, out, "--budget", "0.3", "--budget_unit", "tokens", "--allocation", "size_cds",
+                             "--num_clusters", "2")) == 0
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert (report["method"], report["budget_unit"], report["allocation"]) == ("paser", "tokens", "size_cds")
+    card = (out / "README.md").read_text()
+    assert "| Allocation | `size_cds`" in card and f"B = {report['budget']} tokens (0.3 of the tokens)" in card
+
+
+def test_push_to_hub_is_for_paser_subsets(files, tmp_path, capsys):
+    args = _select_args(files, tmp_path / "s", "--method", "random", "--push_to_hub", "me/subset")
+    assert main(args) == 2
+    assert "publishes PASER selections" in capsys.readouterr().err

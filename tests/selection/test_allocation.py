@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from paser_hf.selection.allocation import allocate, largest_remainder
+from paser_hf.selection.allocation import allocate, largest_remainder, take_in_order
 
 
 def test_largest_remainder_hand_computed():
@@ -49,3 +49,13 @@ def test_sums_to_budget_and_respects_caps(seed):
 def test_bad_weights():
     with pytest.raises(ValueError, match="finite and >= 0"):
         allocate(3, [1.0, -1.0], [2, 2])
+
+
+def test_take_in_order_fills_the_budget_within_one_row():
+    order = [3, 1, 2, 0]
+    assert take_in_order(order, [1, 1, 1, 1], 2).tolist() == [3, 1]  # rows: order[:B]
+    costs = [5, 1, 10, 2]  # in order: row 3 costs 2, row 1 1, row 2 10, row 0 5
+    assert take_in_order(order, costs, 3).tolist() == [3, 1]  # exactly 3
+    assert take_in_order(order, costs, 4).tolist() == [3, 1, 2]  # 3 < 4, so row 2 is taken: 13
+    assert take_in_order(order, costs, 100).tolist() == [3, 1, 2, 0]  # the whole order holds less
+    assert take_in_order([], [], 5).tolist() == []

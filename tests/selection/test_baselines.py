@@ -9,7 +9,15 @@ from datasets import Dataset, DatasetDict
 from fixtures import tiny_llama, tiny_tokenizer
 from torch import nn
 
-from paser_hf import BaselineReport, IfdSelector, PaserConfig, RandomSelector
+from paser_hf import (
+    BaselineReport,
+    ClusterBalancedSelector,
+    IfdSelector,
+    LongestSelector,
+    PaserConfig,
+    RandomSelector,
+    __version__,
+)
 from paser_hf.formatting import make_row_formatter, tokenize_prompt_completion
 from paser_hf.selection.baselines import IfdScorer
 from paser_hf.selection.scoring import pack_by_tokens
@@ -62,7 +70,8 @@ def test_random_is_seeded_and_keeps_rows_in_order():
     assert set(scores["status"]) == {"selected", "not_selected"}
 
     report = selector.report_.to_dict()
-    assert report["method"] == "random" and report["models"] == {} and report["warnings"] == []
+    assert report["method"] == "random" and report["models"] == {"paser_hf_version": __version__}
+    assert report["warnings"] == [] and report["budget_unit"] == "rows" and report["tokens"] == {}
     assert (report["num_rows"], report["budget"], report["num_selected"]) == (40, 10, 10)
     assert report["config"] == selector.config.to_dict() and set(report["timings"]) == {"selection"}
 
@@ -265,3 +274,103 @@ def test_ifd_bad_settings():
         IfdSelector(tiny_llama(), tiny_tokenizer(chat_template=False), config(use_chat_template=True))(
             Dataset.from_list(make_rows(2))
         )
+
+
+# ---------------------------------------------------------------------------------------------- budgets in tokens
+def prepared_rows(data, cfg):
+    from paser_hf.selection.prepare import PreparedRows, prepare_dataset
+
+    return PreparedRows.of(prepare_dataset(data, tiny_tokenizer(), cfg, "alpaca", True))
+
+
+def test_random_token_budget_takes_rows_by_key_within_one_row():
+    data = Dataset.from_list(make_rows(40))
+    cfg = config(budget=0.3, budget_unit="tokens", seed=3)
+    lengths = prepared_rows(data, cfg).lengths
+    selector = RandomSelector(cfg, tokenizer=tiny_tokenizer())
+    selector(data)
+    budget = round(0.3 * lengths.sum())
+    order = np.argsort(np.random.default_rng(3).random(40), kind="stable")
+    taken = np.cumsum(lengths[order])
+    expected = np.sort(order[: int(np.searchsorted(taken, budget)) + 1])  # up to the first row reaching B
+    assert selector.selected_indices_.tolist() == expected.tolist()
+    assert budget <= lengths[expected].sum() < budget + lengths.max()
+    report = selector.report_
+    assert (report.budget, report.budget_unit, report.tokens["selected"]) == (budget, "tokens", lengths[expected].sum())
+    with pytest.raises(ValueError, match="needs the tokenizer"):
+        RandomSelector(cfg)(data)
+
+
+def test_longest_takes_the_longest_responses_first():
+    rows = make_rows(12)
+    rows[4]["output"] = ""  # never selected, however the budget
+    data = Dataset.from_list(rows)
+    selector = LongestSelector(tiny_tokenizer(), config(budget=4))
+    subset = selector(data)
+    response = prepared_rows(data, config()).response_tokens
+    # outputs repeat a word 1 + i % 5 times: rows 4 and 9 have 5 words (4 is empty now), then rows 3 and 8 have 4
+    order = sorted((i for i in range(12) if i != 4), key=lambda i: (-response[i], i))
+    assert order[:4] == [9, 3, 8, 2]
+    assert selector.selected_indices_.tolist() == sorted(order[:4]) and subset["id"] == sorted(order[:4])
+    assert selector.scores_["response_tokens"] == response.tolist()
+    assert selector.report_.method == "longest"
+
+    cfg = config(budget=0.5, budget_unit="tokens")
+    lengths = prepared_rows(data, cfg).lengths
+    tokens = LongestSelector(tiny_tokenizer(), cfg)
+    tokens(data)
+    chosen = tokens.selected_indices_
+    assert 0.5 * lengths.sum() <= lengths[chosen].sum() < 0.5 * lengths.sum() + lengths.max()
+    assert response[chosen].min() >= max(response[i] for i in range(12) if i not in chosen and i != 4)
+
+
+def test_cluster_balanced_gives_each_cluster_an_equal_share_capped_and_handed_on():
+    from fixtures import TopicEmbedder, planted_rows
+
+    rows = planted_rows(12)
+    rows = [r for r in rows if r["topic"] != "code"] + [r for r in rows if r["topic"] == "code"][:4]  # 12, 12, 4
+    data = Dataset.from_list(rows)
+    selector = ClusterBalancedSelector(tiny_tokenizer(), config(budget=18, num_clusters=3), embedder=TopicEmbedder())
+    subset = selector(data)
+    topics = np.array(data["topic"])
+    assert all(len(set(topics[selector.clustering_.labels == c])) == 1 for c in range(3))  # one cluster per topic
+    # equal shares 6, 6, 6; the code cluster holds 4, so its other 2 rows go to the two others: 7, 7, 4
+    counts = {t: subset["topic"].count(t) for t in ("math", "cook", "code")}
+    assert counts == {"math": 7, "cook": 7, "code": 4}
+    assert sorted(selector.report_.details["allocated"]) == [4, 7, 7]
+    again = ClusterBalancedSelector(tiny_tokenizer(), config(budget=18, num_clusters=3), embedder=TopicEmbedder())
+    again(data)
+    other = ClusterBalancedSelector(tiny_tokenizer(), config(budget=18, num_clusters=3, seed=5),
+                                    embedder=TopicEmbedder())
+    other(data)
+    assert np.array_equal(selector.selected_indices_, again.selected_indices_)
+    assert not np.array_equal(selector.selected_indices_, other.selected_indices_)
+    keys = np.array(selector.scores_["random_key"])
+    labels = np.array(selector.scores_["cluster"])
+    for c in range(3):  # inside a cluster, rows go by ascending random key
+        members = np.flatnonzero(labels == c)
+        chosen = np.intersect1d(members, selector.selected_indices_)
+        assert keys[chosen].max() <= keys[np.setdiff1d(members, chosen)].min(initial=1.0)
+
+
+def test_ifd_token_budget_within_one_row():
+    data = Dataset.from_list(make_rows(16))
+    cfg = config(budget=0.4, budget_unit="tokens")
+    lengths = prepared_rows(data, cfg).lengths
+    selector = IfdSelector(tiny_llama(), tiny_tokenizer(), cfg, max_ifd=None)
+    selector(data)
+    ifd = np.array(selector.scores_["ifd"])
+    chosen = selector.selected_indices_
+    assert 0.4 * lengths.sum() <= lengths[chosen].sum() < 0.4 * lengths.sum() + lengths.max()
+    assert ifd[chosen].min() >= np.delete(ifd, chosen).max()
+
+
+def test_every_selector_is_exported_and_cites_its_paper():
+    import paser_hf
+
+    citations = {"PaserDatasetSelector": "2502.12594", "RandomSelector": "random", "IfdSelector": "Li et al",
+                 "LongestSelector": "Zhao et al", "ClusterBalancedSelector": "Ivison et al"}
+    selectors = [name for name in paser_hf.__all__ if name.endswith("Selector")]
+    assert sorted(selectors) == sorted(citations)
+    for name in selectors:
+        assert citations[name] in getattr(paser_hf, name).__doc__

@@ -52,3 +52,28 @@ def test_hf_argument_parser():
     (fraction,) = HfArgumentParser(PaserConfig).parse_args_into_dataclasses(["--budget", "0.05"])
     assert fraction.budget_rows(1000) == 50
     assert PaserConfig().to_dict()["budget"] == 0.2
+
+
+def test_token_budget_is_a_fraction_or_a_count_of_tokens():
+    config = PaserConfig(budget=0.25, budget_unit="tokens")
+    assert config.budget_tokens(1000) == 250 and config.budget_for([100, 300, 600]) == 250
+    assert PaserConfig(budget=400, budget_unit="tokens").budget_for([100, 300, 600]) == 400
+    assert PaserConfig(budget=0.5).budget_for([100, 300, 600]) == 2  # rows: round(1.5) = 2
+    with pytest.raises(ValueError, match="hold only 1000"):
+        PaserConfig(budget=1001, budget_unit="tokens").budget_for([100, 300, 600])
+    assert PaserConfig(budget_unit="tokens").row_costs([3, 5]).tolist() == [3, 5]
+    assert PaserConfig().row_costs([3, 5]).tolist() == [1, 1]
+
+
+@pytest.mark.parametrize("kwargs, message", [({"budget_unit": "samples"}, "budget_unit"),
+                                             ({"allocation": "size"}, "allocation")])
+def test_budget_unit_and_allocation_are_checked(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        PaserConfig(**kwargs)
+
+
+def test_budget_unit_and_allocation_from_the_command_line():
+    (config,) = HfArgumentParser(PaserConfig).parse_args_into_dataclasses(
+        ["--budget", "5000", "--budget_unit", "tokens", "--allocation", "size_cds"]
+    )
+    assert (config.budget, config.budget_unit, config.allocation) == (5000, "tokens", "size_cds")

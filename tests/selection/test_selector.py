@@ -1,4 +1,5 @@
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -183,3 +184,104 @@ def test_cache_dir_makes_a_rerun_reuse_scores(tmp_path, monkeypatch):
     second = make_selector(config)
     second(data)
     assert np.allclose(first.scores_["paser_jsd"], second.scores_["paser_jsd"])
+
+
+def prepared_lengths(data, max_length=1024):
+    from paser_hf.selection.prepare import PreparedRows, prepare_dataset
+
+    cfg = base_config(max_length=max_length)
+    return PreparedRows.of(prepare_dataset(data, tiny_tokenizer(), cfg, "alpaca", True)).lengths
+
+
+def test_token_budget_is_met_within_one_row_and_rows_go_by_mean_jsd():
+    data = Dataset.from_list(planted_rows())
+    lengths = prepared_lengths(data)
+    selector = make_selector(base_config(budget=0.1, budget_unit="tokens", use_concept_graph=False))
+    subset = selector(data)
+    report = selector.report_
+    assert report.budget == round(0.1 * lengths.sum()) and report.budget_unit == "tokens"
+    idx = selector.selected_indices_
+    taken = lengths[idx].sum()
+    assert report.budget <= taken < report.budget + lengths.max()
+    assert report.tokens == {"pool": int(lengths.sum()), "pool_per_row": round(float(lengths.mean()), 2),
+                             "selected": int(taken), "selected_per_row": round(float(lengths[idx].mean()), 2)}
+    assert set(subset["topic"]) == {"math"}  # the only damaged capability gets the whole token budget
+    jsd = np.array(selector.scores_["paser_jsd"])
+    math_rows = np.flatnonzero(np.array(data["topic"]) == "math")
+    left = np.setdiff1d(math_rows, idx)
+    assert jsd[idx].min() >= jsd[left].max()  # by mean JSD, the value per token, not by IES
+    (math_cluster,) = [c for c in report.clusters if c.cds > 0]
+    assert math_cluster.filled == taken and math_cluster.selected_tokens == taken
+
+
+def test_size_cds_weighs_each_cluster_by_its_size_times_cds():
+    from paser_hf.selection.selector import allocation_weights
+
+    labels = np.array([0, 0, 0, 1, 2, 2])
+    candidates = np.array([True, True, True, True, True, False])
+    cds = np.array([0.1, 0.4, 0.2])
+    ones = np.ones(6, dtype=np.int64)
+    assert allocation_weights(base_config(), cds, labels, ones, candidates).tolist() == cds.tolist()
+    size_cds = base_config(allocation="size_cds")
+    np.testing.assert_allclose(allocation_weights(size_cds, cds, labels, ones, candidates), [0.3, 0.4, 0.2])
+    tokens = np.array([10, 20, 30, 5, 50, 99])  # the non-candidate row 5 does not count
+    np.testing.assert_allclose(allocation_weights(size_cds, cds, labels, tokens, candidates), [6.0, 2.0, 10.0])
+
+
+def test_concept_rejection_rate_is_reported_and_warned_above_30_percent():
+    from paser_hf.selection.selector import rejection_rate
+
+    status = np.array([SELECTED, REJECTED, NOT_REACHED, SELECTED, SKIPPED_EMPTY], dtype=object)
+    assert rejection_rate(status) == pytest.approx(1 / 3)
+    assert rejection_rate(np.array([NOT_REACHED], dtype=object)) is None
+    # the triangle of test_concept_graph_rejects_conflicting_rows, three times over: 3 of 9 examined are rejected
+    rows = []
+    for word in ("red", "green", "blue"):
+        rows += [{"instruction": f"plus sign, {word} {a} particle, {word} {b} particle.", "input": "", "output": "1",
+                  "topic": "math"} for a, b in (("alpha", "beta"), ("alpha", "gamma"), ("beta", "gamma"))]
+    selector = make_selector(base_config(budget=1.0, num_clusters=2))
+    with pytest.warns(UserWarning, match="rejected 33% of the rows it examined"):
+        selector(Dataset.from_list(rows))
+    assert selector.report_.concept_rejection_rate == pytest.approx(1 / 3, abs=1e-4)
+    assert "33.3% of the rows it examined were rejected" in selector.report_.to_markdown()
+
+
+def test_concept_similarity_merges_phrases_with_the_selector_embedder(monkeypatch):
+    from paser_hf.selection import selector as selector_module
+
+    seen = {}
+
+    def fake_merge(concepts, embedder, threshold, batch_size):
+        seen.update(threshold=threshold, embedder=embedder)
+        return [[] for _ in concepts]
+
+    monkeypatch.setattr(selector_module, "merge_similar_concepts", fake_merge)
+    selector = make_selector(base_config(concept_similarity=0.75))
+    selector(Dataset.from_list(planted_rows(4)))
+    assert seen["threshold"] == 0.75 and seen["embedder"] is selector.embedder
+    assert all(c == [] for c in selector.scores_["paser_concepts"])
+
+
+MIX_TRAIN = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "instruct" / "mix_train.jsonl"
+
+
+@pytest.mark.skipif(not MIX_TRAIN.is_file(), reason="../shared/data/instruct/mix_train.jsonl is absent")
+def test_exactly_b_rows_on_mix_train_with_real_concepts():
+    """300 real mix_train rows with their real RAKE concepts (instruction + input; responses cut to 100
+    characters and tiny models, to keep the divergence cheap), half of them asked for: exactly B = 150 rows
+    although the concept graph rejects some, and every cluster gets at least its first (Eq. 6) allocation
+    unless it runs out of candidates."""
+    import json
+    import random
+
+    lines = [line for line in MIX_TRAIN.read_text(encoding="utf-8").split("\n") if line.strip()]
+    rows = [json.loads(line) for line in random.Random(0).sample(lines, 300)]
+    data = Dataset.from_list([{"instruction": r["instruction"], "input": r["input"], "output": r["output"][:100]}
+                              for r in rows])
+    selector = make_selector(base_config(budget=0.5, num_clusters=4, max_length=1024))
+    subset = selector(data)
+    assert len(subset) == 150
+    report = selector.report_
+    assert 0 < report.concept_rejection_rate < 0.3
+    for c in report.clusters:
+        assert c.selected >= c.allocated or c.selected + c.rejected == c.candidates
