@@ -19,6 +19,7 @@ _PUBLIC = {
     "IfdSelector": "selection.baselines",
     "cluster_instructions": "selection.clustering",
     "ClusterResult": "selection.clustering",
+    "materialize": "selection.schema",
     "SelectionReport": "reporting.report",
     "BaselineReport": "reporting.report",
     "save_selection": "reporting.card",
@@ -29,6 +30,7 @@ _PUBLIC = {
     "prune_model": "pruning",
     "perplexity": "evaluation",
     "multiple_choice_accuracy": "evaluation",
+    "lm_eval_scores": "lm_eval_tasks",
 }
 
 __all__ = ["__version__", *_PUBLIC]

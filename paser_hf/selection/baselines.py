@@ -65,6 +65,7 @@ class RandomSelector(_Baseline):
 
     def select(self, dataset: Dataset) -> Dataset:
         """The selected rows with every original column, in their original order."""
+        dataset = schema.materialize(dataset, self.config.cache_dir, self.config.show_progress)
         schema.check_dataset(dataset)
         n = len(dataset)
         budget = self.config.budget_rows(n)
@@ -216,6 +217,7 @@ class IfdSelector(_Baseline):
 
     def select(self, dataset: Dataset) -> Dataset:
         """The B top-ranked rows with every original column, in their original order."""
+        dataset = schema.materialize(dataset, self.config.cache_dir, self.config.show_progress)
         schema.check_dataset(dataset)
         if self.model is None or self.tokenizer is None:
             raise ValueError(

@@ -230,6 +230,7 @@ class PaserDatasetSelector:
         Under `accelerate launch` every process embeds and scores its share of the rows; the main process
         gathers them, clusters and selects, and every process returns the same subset.
         """
+        dataset = schema.materialize(dataset, self.config.cache_dir, self.config.show_progress)
         schema.check_dataset(dataset)
         if self.original_model is None or self.pruned_model is None or self.tokenizer is None:
             raise ValueError("PaserDatasetSelector needs original_model, pruned_model and tokenizer.")
