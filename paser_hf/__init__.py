@@ -21,6 +21,7 @@ _PUBLIC = {
     "ClusterBalancedSelector": "selection.baselines",
     "cluster_instructions": "selection.clustering",
     "ClusterResult": "selection.clustering",
+    "materialize": "selection.schema",
     "SelectionReport": "reporting.report",
     "BaselineReport": "reporting.report",
     "save_selection": "reporting.card",
@@ -31,6 +32,7 @@ _PUBLIC = {
     "prune_model": "pruning",
     "perplexity": "evaluation",
     "multiple_choice_accuracy": "evaluation",
+    "lm_eval_scores": "lm_eval_tasks",
 }
 
 __all__ = ["__version__", *_PUBLIC]

@@ -8,6 +8,7 @@ the math rows are the damaged capability.
 
 from __future__ import annotations
 
+import json
 import types
 import zlib
 
@@ -285,3 +286,26 @@ def blobs(n_per, centres, scale, seed=0):
     rng = np.random.default_rng(seed)
     x = np.vstack([c + scale * rng.standard_normal((n_per, len(c))) for c in centres])
     return x, np.repeat(np.arange(len(centres)), n_per)
+
+
+#: Questions whose right answer (choice 0) repeats the question's last word, so a model that copies scores well.
+TINY_MC = [{"query": f"Say {word}. Answer:", "choices": [word, "zzz", "qqq"], "gold": 0}
+           for word in ("alpha", "cedar", "ember", "grove", "jade", "lumen")]
+
+
+def write_local_task(folder):
+    """A task YAML named `tiny_mc` over a local JSONL file (no Hub access), as a user would write one."""
+    data = folder / "tiny_mc.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in TINY_MC))
+    (folder / "tiny_mc.yaml").write_text(
+        "task: tiny_mc\n"
+        "dataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {data}\n"
+        "output_type: multiple_choice\n"
+        "test_split: test\n"
+        'doc_to_text: "{{query}}"\n'
+        'doc_to_choice: "{{choices}}"\n'
+        'doc_to_target: "{{gold}}"\n'
+        "metric_list:\n  - metric: acc\n  - metric: acc_norm\n"
+    )
+    return str(folder)

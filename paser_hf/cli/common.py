@@ -64,7 +64,7 @@ def run_command(command: Command, argv) -> int:
     """Parse `argv` for `command` and run it; the exit status (2 after a one-line `paser: error: ...`)."""
     try:
         command.run(*command_parser(command).parse(list(argv)))
-    except (ValueError, TypeError, OSError) as exc:
+    except (ValueError, TypeError, OSError, ImportError) as exc:
         if os.environ.get("PASER_HF_TRACEBACK"):
             raise
         print(f"paser: error: {exc}", file=sys.stderr)

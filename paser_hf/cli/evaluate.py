@@ -1,4 +1,5 @@
-"""`paser evaluate`: perplexity and zero-shot multiple-choice accuracy of one or more models, one table row each."""
+"""`paser evaluate`: perplexity and zero-shot multiple-choice accuracy of one or more models, one table row each,
+and with ``--lm_eval_tasks`` the scores of lm-evaluation-harness tasks in the same rows."""
 
 from __future__ import annotations
 
@@ -41,12 +42,30 @@ class EvaluateArguments:
     dtype: str = field(default="float32", metadata={"help": "Dtype the models are loaded in.", "choices": DTYPES})
     output_json: Optional[str] = field(default=None, metadata={"help": "Also write the results to this JSON file."})
     seed: int = field(default=0, metadata={"help": "Seed of the --mc_limit sample."})
+    lm_eval_tasks: Optional[str] = field(
+        default=None,
+        metadata={"help": "Comma-separated lm-evaluation-harness tasks, e.g. arc_easy,hellaswag, scored on each model "
+                          "beside perplexity and accuracy (needs paser-hf[lm-eval]; its Hub tasks need the network "
+                          "or a filled datasets cache)."},
+    )
+    lm_eval_include_path: Optional[str] = field(
+        default=None,
+        metadata={"help": "Folder of your own lm-eval task YAMLs (offline: dataset_path: json with a local "
+                          "dataset_kwargs.data_files)."},
+    )
+    lm_eval_limit: Optional[int] = field(default=None, metadata={"help": "Score the first N documents per lm-eval "
+                                                                         "task."})
+    lm_eval_num_fewshot: Optional[int] = field(default=None, metadata={"help": "Few-shot examples per lm-eval "
+                                                                               "question (None: each task's own)."})
 
 
 def run_evaluate(args: EvaluateArguments) -> None:
     from ..evaluation import evaluate_model, format_table, load_mc_jsonl, nonzero_parameters, read_eval_text
+    from ..lm_eval_tasks import lm_eval_scores, load_tasks
     from ..models import DEMO_MC, DEMO_TEXT
 
+    names = [name.strip() for name in (args.lm_eval_tasks or "").split(",") if name.strip()]
+    tasks = load_tasks(names, args.lm_eval_include_path) if args.lm_eval_tasks is not None else []
     text_file, mc_file = args.text_file, args.mc_file
     if text_file is None and mc_file is None:
         text_file, mc_file = str(DEMO_TEXT), str(DEMO_MC)
@@ -63,9 +82,13 @@ def run_evaluate(args: EvaluateArguments) -> None:
         row = {"model": spec or "SmolLM2-135M-Instruct", "nonzero_params": nonzero_parameters(model)}
         row.update(evaluate_model(model, tokenizer, text, mc_rows, max_length=args.max_length, stride=args.stride,
                                   batch_size=args.batch_size))
+        if tasks:
+            row.update(lm_eval_scores(model, tokenizer, tasks, batch_size=args.batch_size, limit=args.lm_eval_limit,
+                                      num_fewshot=args.lm_eval_num_fewshot))
         rows.append(row)
         del model
-    print(format_table(rows, TABLE_COLUMNS))
+    lm_eval_columns = [key for key in rows[0] if "/" in key]
+    print(format_table(rows, TABLE_COLUMNS + lm_eval_columns))
     if args.output_json:
         Path(args.output_json).write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
 

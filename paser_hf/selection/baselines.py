@@ -130,6 +130,7 @@ class RandomSelector(_Baseline):
 
     def select(self, dataset: Dataset) -> Dataset:
         """The selected rows with every original column, in their original order."""
+        dataset = schema.materialize(dataset, self.config.cache_dir, self.config.show_progress)
         schema.check_dataset(dataset)
         cfg, n, stopwatch = self.config, len(dataset), Stopwatch()
         lengths = None
@@ -161,6 +162,7 @@ class LongestSelector(_Baseline):
 
     def select(self, dataset: Dataset) -> Dataset:
         """The selected rows with every original column, in their original order."""
+        dataset = schema.materialize(dataset, self.config.cache_dir, self.config.show_progress)
         schema.check_dataset(dataset)
         cfg, stopwatch = self.config, Stopwatch()
         _, rows, budget = self._prepare(dataset, self.tokenizer, stopwatch)
@@ -192,6 +194,7 @@ class ClusterBalancedSelector(_Baseline):
 
     def select(self, dataset: Dataset) -> Dataset:
         """The selected rows with every original column, in their original order."""
+        dataset = schema.materialize(dataset, self.config.cache_dir, self.config.show_progress)
         schema.check_dataset(dataset)
         cfg, stopwatch = self.config, Stopwatch()
         prepared, rows, budget = self._prepare(dataset, self.tokenizer, stopwatch)
@@ -349,6 +352,7 @@ class IfdSelector(_Baseline):
 
     def select(self, dataset: Dataset) -> Dataset:
         """The top-ranked rows that fill the budget, with every original column, in their original order."""
+        dataset = schema.materialize(dataset, self.config.cache_dir, self.config.show_progress)
         schema.check_dataset(dataset)
         if self.model is None or self.tokenizer is None:
             raise ValueError(

@@ -1,8 +1,17 @@
-"""Column and status names shared by the selection stages, and the checks on an input dataset."""
+"""Column and status names shared by the selection stages, and the checks on an input dataset (a stream is first
+written to disk: `materialize`). `datasets` is imported by the functions that need it, so the scoring code that
+uses these names runs where only torch is installed (benchmarks/gpu_path.py)."""
 
 from __future__ import annotations
 
-from datasets import Dataset, DatasetDict
+import logging
+import uuid
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+logger = logging.getLogger(__name__)
 
 # Columns of the prepared dataset (one row per input row) and of the cached stage outputs.
 INDEX = "paser_index"
@@ -40,8 +49,35 @@ SKIPPED_TRUNCATED = "skipped_truncated_response"
 SKIPPED_SHORT = "skipped_short_response"
 
 
+STREAMED_NOTE = ("The input was an IterableDataset: its rows were written to a disk-backed Dataset first, since the "
+                 "selection needs every row.")
+
+
+def materialize(dataset, cache_dir: Optional[str] = None, show_progress: bool = True):
+    """Every row of an `IterableDataset` (e.g. ``load_dataset(..., streaming=True)``) written to a disk-backed
+    `Dataset` under `cache_dir` (None: the datasets cache), with a progress bar; any other input is returned as it
+    is. The selectors call it first: they need every row, since clustering is global. Each call reads the stream
+    again into a new cache folder (a stream has no fingerprint that would tell a changed source apart)."""
+    from accelerate import PartialState
+    from datasets import Dataset, IterableDataset
+
+    from ..caching import progress_bars
+
+    if not isinstance(dataset, IterableDataset):
+        return dataset
+    if PartialState().num_processes > 1:
+        raise TypeError("Got an IterableDataset under several processes; write it to disk once before launching, "
+                        "e.g. paser_hf.materialize(stream).save_to_disk(folder), and pass load_from_disk(folder).")
+    logger.info("Writing the streamed dataset to disk: the selection needs every row.")
+    with progress_bars(show_progress):
+        return Dataset.from_generator(dataset.__iter__, features=dataset.features, cache_dir=cache_dir,
+                                      fingerprint=f"paser-stream-{uuid.uuid4().hex}")
+
+
 def check_dataset(dataset) -> None:
     """Raise, naming the fix, unless `dataset` is one non-empty `datasets.Dataset` split."""
+    from datasets import Dataset, DatasetDict
+
     if isinstance(dataset, DatasetDict):
         raise TypeError(
             f"Got a DatasetDict with splits {list(dataset)}; pass one split, e.g. selector(dataset['train'])."

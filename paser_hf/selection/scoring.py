@@ -4,26 +4,26 @@ Only the positions that predict a response token go through the LM head (`Respon
 states are gathered at those positions and projected a chunk of positions at a time, so memory holds at most
 one chunk of vocabulary-sized rows whatever the batch. Rows are scored longest first, packed into batches of
 at most a token budget (`BatchFitter`), in shards that are each cached (`score_in_shards`), so a killed run
-resumes at the first unfinished shard.
+resumes at the first unfinished shard. Only `score_in_shards` needs `datasets` and `accelerate`; the rest runs
+where only torch is installed (benchmarks/gpu_path.py).
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from accelerate.utils import gather_object
-from datasets import Dataset
-from datasets.fingerprint import Hasher
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..caching import cached_map, combine, progress_bars
 from ..models import native_bf16
 from . import schema
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 logger = logging.getLogger(__name__)
 
@@ -261,6 +261,11 @@ def score_in_shards(
     whatever the number of processes. Under an accelerate `state` of P processes, process p scores shards p,
     p + P, p + 2P, ... and the shards are gathered.
     """
+    from accelerate.utils import gather_object
+    from datasets.fingerprint import Hasher
+
+    from ..caching import cached_map, combine, progress_bars
+
     process_index, num_processes = (0, 1) if state is None else (state.process_index, state.num_processes)
     values = {column: np.full(len(prepared), np.nan) for column in outputs}
     if len(rows) == 0:

@@ -275,6 +275,8 @@ class PaserDatasetSelector:
         Under `accelerate launch` every process embeds and scores its share of the rows; the main process
         gathers them, clusters and selects, and every process returns the same subset.
         """
+        given = dataset
+        dataset = schema.materialize(dataset, self.config.cache_dir, self.config.show_progress)
         schema.check_dataset(dataset)
         if self.original_model is None or self.pruned_model is None or self.tokenizer is None:
             raise ValueError("PaserDatasetSelector needs original_model, pruned_model and tokenizer.")
@@ -331,6 +333,8 @@ class PaserDatasetSelector:
         self.clustering_ = clustering
         self.concept_graph_ = graph
         self.report_.attach(self.scores_, self.clustering_.coordinates, prepared[schema.TEXT])
+        if dataset is not given:
+            self.report_.warnings.append(schema.STREAMED_NOTE)
         for message in self.report_.warnings:
             warnings.warn(message, stacklevel=2)
         with progress_bars(show_progress):

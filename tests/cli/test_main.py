@@ -65,3 +65,19 @@ def test_unknown_command_and_missing_files(files, tmp_path, capsys):
                  "--output", str(tmp_path / "o.jsonl")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("paser: error:") and "nope.jsonl" in err[-1]
+
+
+@pytest.mark.parametrize("command, bad", [("select", "dataset"), ("select", "pruned_model"), ("evaluate", "model")])
+def test_a_bad_file_is_one_error_line_and_exit_2(files, tmp_path, capsys, command, bad):
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"instruction": "a", "output": "b"}\n{"instruction": \n')
+    not_a_model = tmp_path / "not_a_model"
+    not_a_model.mkdir()
+    paths = {"dataset": str(broken), "pruned_model": str(not_a_model), "model": str(not_a_model)}
+    args = {"select": ["--dataset", files["data"], "--pruned_model", files["pruned"], "--output",
+                       str(tmp_path / "o.jsonl")],
+            "evaluate": ["--model", files["original"]]}[command]
+    args[args.index(f"--{bad}") + 1] = paths[bad]
+    assert main([command, *args]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("paser: error:")]
+    assert len(errors) == 1 and paths[bad] in errors[0]
