@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import resource
 import time
 
 import numpy as np
+from harness import RESULTS, emit, peak_rss_gib, run_child
 
 
 def planted_embeddings(n: int, dim: int = 384, clusters: int = 12, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -37,7 +37,7 @@ def planted_embeddings(n: int, dim: int = 384, clusters: int = 12, seed: int = 0
     return x, labels
 
 
-def run_one(n: int, clusters: int, seed: int, queue) -> None:
+def run_one(n: int, clusters: int, seed: int) -> dict:
     from sklearn.metrics import adjusted_rand_score
 
     from paser_hf.selection.clustering import cluster_instructions
@@ -53,11 +53,11 @@ def run_one(n: int, clusters: int, seed: int, queue) -> None:
         n=n,
         seconds=seconds,
         cpu_seconds_process=usage.ru_utime + usage.ru_stime,
-        peak_rss_gib=usage.ru_maxrss / 2**20,
+        peak_rss_gib=peak_rss_gib(),
         ari=float(adjusted_rand_score(truth, result.labels)),
         planted_k=clusters,
     )
-    queue.put(record)
+    return record
 
 
 def slope(xs, ys) -> float:
@@ -90,16 +90,15 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[50_000, 200_000, 1_000_000])
     parser.add_argument("--clusters", type=int, default=12, help="Planted clusters.")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="benchmarks/results/clustering_scale.json")
+    parser.add_argument("--out", default=str(RESULTS / "clustering_scale.json"))
+    parser.add_argument("--child-size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    context = multiprocessing.get_context("spawn")
+    if args.child_size:
+        emit(run_one(args.child_size, args.clusters, args.seed))
+        return
     records = []
     for n in args.sizes:
-        queue = context.Queue()
-        child = context.Process(target=run_one, args=(n, args.clusters, args.seed, queue))
-        child.start()
-        record = queue.get()
-        child.join()
+        record = run_child(__file__, "--child-size", str(n), "--clusters", str(args.clusters), "--seed", str(args.seed))
         records.append(record)
         print(
             f"N={n}: {record['seconds']:.1f} s, peak {record['peak_rss_gib']:.2f} GiB, k={record['k']}, "

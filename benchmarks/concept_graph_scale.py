@@ -1,4 +1,5 @@
-"""Scale of negative transfer mitigation (spec 3): the concept graph on synthetic rows, RAKE on real rows.
+"""Scale of negative transfer mitigation (arXiv 2502.12594, Sec. 3.4): the concept graph on synthetic rows, RAKE
+on real rows.
 
 Part 1 builds the concept consistency graph through `try_add` on `--rows` synthetic concept sets
 (concept ids from a seeded Zipf-Mandelbrot law whose repeat rates resemble RAKE concepts of
@@ -19,8 +20,6 @@ import argparse
 import json
 import os
 import platform
-import resource
-import subprocess
 import sys
 import time
 from itertools import combinations
@@ -29,16 +28,16 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 import psutil
+from harness import MIX_TRAIN, RESULTS, emit, peak_rss_gib, run_child
 
 from paser_hf.selection.concepts import ConceptExtractor, ConceptGraph
 
-DATA = "/work/shared/data/instruct/mix_train.jsonl"
-OUT = Path(__file__).parent / "results" / "concept_graph_scale.json"
+OUT = RESULTS / "concept_graph_scale.json"
 CHUNK = 20_000
 
 
 class NetworkxConceptGraph:
-    """The spec's IsConsistent and update on a `networkx.Graph`, for comparison only."""
+    """The paper's IsConsistent and graph update (Sec. 3.4) on a `networkx.Graph`, for comparison only."""
 
     def __init__(self):
         self.graph = nx.Graph()
@@ -109,7 +108,7 @@ def build(args) -> dict:
         "seconds": round(seconds, 2),
         "cpu_seconds": round(cpu_seconds, 2),
         "rows_per_s": round(args.rows / seconds),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "peak_rss_mb": round(peak_rss_gib() * 1024),
         "graph_rss_mb": round((rss_end - rss_start) / 2**20),
         "nodes": graph.num_nodes,
         "edges": graph.num_edges,
@@ -156,14 +155,14 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backends", nargs="+", default=["lean", "networkx"], choices=["lean", "networkx"])
     parser.add_argument("--modes", nargs="+", default=["try_add", "add"], choices=["try_add", "add"])
-    parser.add_argument("--data", default=DATA, help="JSONL rows with instruction/input/output for part 2.")
+    parser.add_argument("--data", default=str(MIX_TRAIN), help="JSONL rows with instruction/input/output for part 2.")
     parser.add_argument("--skip-extraction", action="store_true")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--child", choices=["lean", "networkx"], help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=["try_add", "add"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(build(args)))
+        emit(build(args))
         return
     report = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -173,8 +172,7 @@ def main():
     }
     for mode in args.modes:
         for backend in args.backends:
-            child = [sys.executable, __file__, *sys.argv[1:], "--child", backend, "--mode", mode]
-            result = json.loads(subprocess.run(child, check=True, capture_output=True, text=True).stdout)
+            result = run_child(__file__, *sys.argv[1:], "--child", backend, "--mode", mode)
             print(json.dumps(result))
             report["graph"].append(result)
     if not args.skip_extraction:

@@ -31,13 +31,13 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from harness import DATA, RESULTS
 
 from paser_hf.formatting import instruction_text
 from paser_hf.selection.concepts import ConceptExtractor, ConceptGraph, leader_ids
 from paser_hf.selection.embedding import load_embedder
 
-DATA = Path("/work/shared/data/instruct")
-OUT = Path(__file__).parent / "results" / "concept_rejections.json"
+OUT = RESULTS / "concept_rejections.json"
 
 
 def fill(concepts: list, fraction: float, seed: int) -> dict:
@@ -137,7 +137,7 @@ def main():
         "new_defaults": ConceptExtractor(),
     }
     for name in args.data:
-        with open(DATA / f"{name}.jsonl", encoding="utf-8") as handle:
+        with open(DATA / "instruct" / f"{name}.jsonl", encoding="utf-8") as handle:
             texts = [instruction_text(json.loads(line), "alpaca") for line in handle]
         result = {"rows": len(texts), "settings": {}}
         for label, extractor in settings.items():

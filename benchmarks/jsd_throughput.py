@@ -16,13 +16,10 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import resource
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "instruct" / "mix_train.jsonl"
+from harness import MIX_TRAIN, RESULTS, emit, peak_rss_gib, run_child
 
 
 def batches(rows: int, max_length: int, tokens_per_batch: int, tokenizer):
@@ -31,7 +28,7 @@ def batches(rows: int, max_length: int, tokens_per_batch: int, tokenizer):
     from paser_hf.formatting import to_prompt_completion, tokenize_prompt_completion
     from paser_hf.selection.scoring import pack_by_tokens
 
-    data = load_dataset("json", data_files=str(DATA), split="train").shuffle(seed=0).select(range(rows))
+    data = load_dataset("json", data_files=str(MIX_TRAIN), split="train").shuffle(seed=0).select(range(rows))
     encoded = []
     for row in data:
         pc = to_prompt_completion(row, "alpaca", chat=True)
@@ -89,7 +86,7 @@ def run_variant(args) -> dict:
         "batches": len(groups),
         "seconds": seconds,
         "tokens_per_second": tokens / seconds,
-        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "peak_rss_gib": peak_rss_gib(),
         "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None,
     }
 
@@ -103,19 +100,17 @@ def main():
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--variant", choices=["floor", "paser"], help=argparse.SUPPRESS)
-    parser.add_argument("--out", default="benchmarks/results/jsd_throughput.json")
+    parser.add_argument("--out", default=str(RESULTS / "jsd_throughput.json"))
     args = parser.parse_args()
     if args.variant:
-        print(json.dumps(run_variant(args)))
+        emit(run_variant(args))
         return
     results = {"floor": [], "paser": []}
     for _ in range(args.repeats):
         for variant in ("floor", "paser"):
-            cmd = [sys.executable, __file__, "--variant", variant] + [
-                f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("variant", "out")
-            ]
-            line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
-            results[variant].append(json.loads(line))
+            options = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
+                       if k not in ("variant", "out") and v is not None]
+            results[variant].append(run_child(__file__, "--variant", variant, *options))
             print(variant, results[variant][-1])
     best = {v: max(runs, key=lambda r: r["tokens_per_second"]) for v, runs in results.items()}
     ratio = best["paser"]["tokens_per_second"] / best["floor"]["tokens_per_second"]

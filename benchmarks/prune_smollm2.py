@@ -8,44 +8,26 @@ Reads ../shared/data at run time; writes benchmarks/results/prune_smollm2.json.
 
 import argparse
 import json
-import random
 import time
 from pathlib import Path
 
-from datasets import Dataset
+from harness import RESULTS, calibration_texts, wikitext_prefix
 
 from paser_hf.evaluation import perplexity
 from paser_hf.models import load_model_and_tokenizer
-from paser_hf.pruning import count_parameters, decoder_layers, prune_model, sample_calibration_texts
-
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
-
-
-def wikitext_prefix(tokenizer, path: Path, tokens: int) -> str:
-    """The leading part of the WikiText-2 test text that tokenises to about ``tokens`` tokens."""
-    text = path.read_text(encoding="utf-8")
-    offsets = tokenizer(text, return_offsets_mapping=True)["offset_mapping"]
-    return text if len(offsets) <= tokens else text[: offsets[tokens][0]]
-
-
-def calibration_texts(path: Path, count: int, seed: int = 0) -> list[str]:
-    """`count` rows of a JSONL file drawn with `random.Random(seed)` (the sample behind the committed results), as
-    `sample_calibration_texts` writes them."""
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return sample_calibration_texts(Dataset.from_list(random.Random(seed).sample(rows, count)))
+from paser_hf.pruning import count_parameters, decoder_layers, prune_model
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=40960)
     parser.add_argument("--calibration", type=int, default=32, help="calibration texts (alpaca_5000, seeded)")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "prune_smollm2.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "prune_smollm2.json")
     args = parser.parse_args()
 
     model, tokenizer = load_model_and_tokenizer(None)
-    text = wikitext_prefix(tokenizer, DATA / "lm" / "wikitext-2-raw" / "wiki.test.raw", args.tokens)
-    calibration = calibration_texts(DATA / "instruct" / "alpaca_5000.jsonl", args.calibration)
+    text = wikitext_prefix(tokenizer, args.tokens)
+    calibration = calibration_texts(args.calibration)
     layer = decoder_layers(model)[0].mlp
     mlp_params = len(decoder_layers(model)) * 3 * layer.gate_proj.in_features * layer.gate_proj.out_features
     structured_ratio = 0.25 * count_parameters(model) / mlp_params

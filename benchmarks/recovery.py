@@ -23,12 +23,12 @@ import copy
 import json
 import random
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 from datasets import Dataset
+from harness import MC_DIR, MIX_TRAIN, RESULTS, calibration_texts, wikitext_prefix
 from peft import LoraConfig
 
 from paser_hf import (
@@ -44,11 +44,6 @@ from paser_hf.models import load_model_and_tokenizer
 from paser_hf.pruning import count_parameters, decoder_layers, prune_model
 from paser_hf.recovery.run import recover as run_recovery
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from prune_smollm2 import calibration_texts, wikitext_prefix  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
 MC_TASKS = {
     "arc_easy": "arc_easy_test.jsonl",
     "boolq": "boolq_val.jsonl",
@@ -67,7 +62,7 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--original-model", default=None,
                    help="model to prune and recover (name or path); default: the offline SmolLM2-135M-Instruct")
-    p.add_argument("--data", type=Path, default=DATA / "instruct" / "mix_train.jsonl",
+    p.add_argument("--data", type=Path, default=MIX_TRAIN,
                    help="JSONL pool in Alpaca form (instruction, input, output; other columns are kept)")
     p.add_argument("--pool", type=int, default=200, help="rows sampled from --data (seeded)")
     p.add_argument("--budget", type=float, default=0.2, help="fraction of the pool each selector keeps")
@@ -83,7 +78,7 @@ def parse_args() -> argparse.Namespace:
                    help="evaluation dtype (on this CPU, bfloat16 evaluation is 2.5x slower than float32)")
     p.add_argument("--scoring-dtype", default="bfloat16", choices=["bfloat16", "float32"],
                    help="dtype of the model copies that PASER and IFD score with (training stays float32)")
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "recovery")
+    p.add_argument("--out", type=Path, default=RESULTS / "recovery")
     p.add_argument("--resume", action="store_true", help="skip runs already in OUT/results.json")
     return p.parse_args()
 
@@ -102,7 +97,7 @@ def load_pool(path: Path, size: int, seed: int = 0) -> Dataset:
 def load_mc(per_task: int, seed: int = 0) -> dict:
     tasks = {}
     for task, name in MC_TASKS.items():
-        rows = load_mc_jsonl(DATA / "mc" / name)
+        rows = load_mc_jsonl(MC_DIR / name)
         tasks[task] = [rows[i] for i in sorted(random.Random(seed).sample(range(len(rows)), min(per_task, len(rows))))]
     return tasks
 
@@ -123,7 +118,7 @@ def evaluate(model, tokenizer, text: str, mc: dict, dtype: str) -> dict:
 
 def make_pruned(original, tokenizer, kind: str) -> tuple:
     model = copy.deepcopy(original)
-    calibration = calibration_texts(DATA / "instruct" / "alpaca_5000.jsonl", 32)
+    calibration = calibration_texts(32)
     if kind == "structured":
         mlp = decoder_layers(model)[0].mlp
         mlp_params = len(decoder_layers(model)) * 3 * mlp.gate_proj.in_features * mlp.gate_proj.out_features
@@ -207,7 +202,7 @@ def run(args) -> dict:
     torch.manual_seed(0)
     original, tokenizer = load_model_and_tokenizer(args.original_model)
     original.eval()
-    text = wikitext_prefix(tokenizer, DATA / "lm" / "wikitext-2-raw" / "wiki.test.raw", args.ppl_tokens)
+    text = wikitext_prefix(tokenizer, args.ppl_tokens)
     mc = load_mc(args.mc_per_task)
     pool = load_pool(args.data, args.pool)
     results["pool"] = {"rows": len(pool), "sources": composition(pool)}

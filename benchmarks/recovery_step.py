@@ -19,17 +19,14 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-DATA = HERE.parents[1] / "shared" / "data" / "instruct" / "mix_train.jsonl"
+from harness import MIX_TRAIN, RESULTS, emit, run_child
+
 VARIANTS = ("sft", "kd", "naive_kd")
 
 
@@ -48,7 +45,7 @@ def prune_rows_by_magnitude(model, sparsity: float = 0.5) -> None:
 def long_rows(count: int, min_chars: int):
     from datasets import load_dataset
 
-    data = load_dataset("json", data_files=str(DATA), split="train")
+    data = load_dataset("json", data_files=str(MIX_TRAIN), split="train")
     data = data.filter(lambda r: len(r["instruction"]) + len(r["input"] or "") + len(r["output"]) >= min_chars)
     return data.select(range(count))
 
@@ -177,23 +174,18 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--chunk-size", type=int, default=256, help="kd_chunk_size of the chunked variant")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
-    parser.add_argument("--output", default=str(HERE / "results" / "recovery_step.json"))
+    parser.add_argument("--output", default=str(RESULTS / "recovery_step.json"))
     args = parser.parse_args()
 
     if args.variant:
-        print(json.dumps(run_variant(args)))
+        emit(run_variant(args))
         return
 
     results = {}
     for variant in VARIANTS:
-        command = [sys.executable, __file__, "--variant", variant, "--steps", str(args.steps),
-                   "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
-                   "--chunk-size", str(args.chunk_size)]
-        env = {**os.environ, "PYTHONPATH": str(HERE.parent), "HF_HUB_OFFLINE": "1"}
-        done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-        if done.returncode != 0:
-            sys.exit(f"{variant} failed:\n{done.stderr[-4000:]}")
-        results[variant] = json.loads(done.stdout.strip().splitlines()[-1])
+        results[variant] = run_child(__file__, "--variant", variant, "--steps", str(args.steps), "--batch-size",
+                                     str(args.batch_size), "--max-length", str(args.max_length), "--chunk-size",
+                                     str(args.chunk_size))
 
     sft, kd, naive = (results[v] for v in VARIANTS)
     ratios = {

@@ -15,26 +15,27 @@ import copy
 import hashlib
 import json
 import os
-import resource
 import time
 from pathlib import Path
 
 import torch
 from datasets import load_dataset
+from harness import MIX_TRAIN, RESULTS, peak_rss_gib
 
 from paser_hf import PaserConfig, PaserDatasetSelector
 from paser_hf.caching import combine
 from paser_hf.models import fastest_dtype, load_model_and_tokenizer
 from paser_hf.pruning import prune_model
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "instruct" / "mix_train.jsonl"
-
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=str(DATA))
+    parser.add_argument("--data", default=str(MIX_TRAIN))
     parser.add_argument("--rows", type=int, default=2000, help="seeded sample of this many rows; 0 = all")
     parser.add_argument("--budget", type=float, default=0.2)
+    parser.add_argument("--budget-unit", default="rows", choices=["rows", "tokens"])
+    parser.add_argument("--allocation", default="cds", choices=["cds", "size_cds"])
+    parser.add_argument("--concept-similarity", type=float, default=None, help="None: exact concept matching")
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--prune-method", default="magnitude")
     parser.add_argument("--sparsity", type=float, default=0.5)
@@ -44,7 +45,7 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", default=None, help="embedding and JSD cache: a killed run resumes from it")
     parser.add_argument("--report-dir", default=None, help="also save the report bundle (JSON, figures) here")
-    parser.add_argument("--out", default="benchmarks/results/select_mix.json")
+    parser.add_argument("--out", default=str(RESULTS / "select_mix.json"))
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
@@ -69,6 +70,9 @@ def main():
 
     config = PaserConfig(
         budget=args.budget,
+        budget_unit=args.budget_unit,
+        allocation=args.allocation,
+        concept_similarity=args.concept_similarity,
         max_length=args.max_length,
         scoring_tokens_per_batch=args.tokens_per_batch,
         seed=args.seed,
@@ -86,6 +90,7 @@ def main():
           f"({prune_seconds:.1f} s)")
     print("K curve:", {k: round(v, 4) for k, v in report.k_curve.items()})
     print(report.cluster_table())
+    print(f"tokens: {report.tokens}; concept rejection rate: {report.concept_rejection_rate}")
     print(f"concept graph: {report.concept_graph}; truncated rows: {report.num_truncated}; "
           f"skipped: {report.num_skipped_empty_response}")
     print("stage seconds:", report.timings, f"total {total:.1f} s")
@@ -93,8 +98,8 @@ def main():
     print(f"JSD scoring: {report.scored_tokens} tokens, {tokens_per_second:.0f} tokens/s")
     shares = {k: round(v / total, 3) for k, v in report.timings.items()}
     print("stage shares:", shares)
-    peak_rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(f"peak RSS {peak_rss_gib:.2f} GiB")
+    peak_gib = peak_rss_gib()
+    print(f"peak RSS {peak_gib:.2f} GiB")
 
     result = {
         "rows": len(data),
@@ -104,7 +109,7 @@ def main():
         "cpu_count": os.cpu_count(),
         "pruning": pruning.to_dict(),
         "total_seconds": round(total, 2),
-        "peak_rss_gib": round(peak_rss_gib, 2),
+        "peak_rss_gib": round(peak_gib, 2),
         "stage_shares": shares,
         "scoring_tokens_per_second": round(tokens_per_second, 1),
         "report": report.to_dict(),

@@ -60,8 +60,8 @@ def test_card_says_how_the_subset_was_chosen(bundle):
                'load_dataset("me/subset", "scores"', PASER_BIBTEX)
     for needle in needles:
         assert needle in text, needle
-    for name in FIGURES:
-        assert f"(report/{name}.png)" in text
+    for name, spec in FIGURES.items():
+        assert f"(report/{name}.png)" in text and f"*{spec.title}.* {spec.caption}" in text
     assert "author" not in PASER_BIBTEX.replace("author list", "")
     assert "eprint        = {2502.12594}" in PASER_BIBTEX and "archivePrefix = {arXiv}" in PASER_BIBTEX
     assert meta["license"] == "cc-by-nc-4.0" and meta["source_datasets"] == ["tatsu-lab/alpaca"]

@@ -42,8 +42,8 @@ def test_markdown_names_each_cluster_with_examples_and_concepts(tmp_path):
     report = synthetic_report()
     report.save(tmp_path)
     text = (tmp_path / "report.md").read_text()
-    for name in FIGURES:
-        assert f"({name}.png)" in text
+    for name, spec in FIGURES.items():
+        assert f"({name}.png)" in text and f"### {spec.title}" in text and spec.caption in text
     order = [text.index(f"### Cluster {c}") for c in (3, 2, 1, 0)]  # descending CDS
     assert order == sorted(order)
     section = text[text.index("### Cluster 1") : text.index("### Cluster 0")]

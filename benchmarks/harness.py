@@ -1,0 +1,63 @@
+"""What the benchmarks share: where the data and results live, running a variant in a fresh process, peak RSS,
+and the texts several benchmarks read (a WikiText-2 prefix, seeded calibration rows).
+
+The data is read at run time, never copied into the repository: `../shared/data` next to the repository, or the
+folder in `$PASER_BENCHMARK_DATA`. A script imports this module as `harness` (its own folder is on `sys.path`
+when run as `python benchmarks/<name>.py`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+DATA = Path(os.environ.get("PASER_BENCHMARK_DATA") or REPO.parent / "shared" / "data")
+MIX_TRAIN = DATA / "instruct" / "mix_train.jsonl"
+ALPACA_5000 = DATA / "instruct" / "alpaca_5000.jsonl"
+WIKITEXT2_TEST = DATA / "lm" / "wikitext-2-raw" / "wiki.test.raw"
+MC_DIR = DATA / "mc"
+
+
+def peak_rss_gib() -> float:
+    """Peak resident memory of this process so far (`ru_maxrss`, KiB on Linux), in GiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def run_child(script, *args: str) -> dict:
+    """Run `python script args` in a fresh process, so its peak RSS is its own, and return the JSON object it
+    printed on its last stdout line (`emit`). Exits with the child's stderr tail if it fails."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        sys.exit(f"{Path(script).name} {' '.join(args)} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def emit(result: dict) -> None:
+    """The child's side of `run_child`: print `result` as the last stdout line."""
+    print(json.dumps(result), flush=True)
+
+
+def wikitext_prefix(tokenizer, tokens: int, path: Path = WIKITEXT2_TEST) -> str:
+    """The leading part of the WikiText-2 test text that tokenises to about `tokens` tokens."""
+    text = path.read_text(encoding="utf-8")
+    offsets = tokenizer(text, return_offsets_mapping=True)["offset_mapping"]
+    return text if len(offsets) <= tokens else text[: offsets[tokens][0]]
+
+
+def calibration_texts(count: int, path: Path = ALPACA_5000, seed: int = 0) -> list[str]:
+    """`count` rows of a JSONL file drawn with `random.Random(seed)` (the sample behind the committed results),
+    as `paser_hf.pruning.sample_calibration_texts` writes them."""
+    from datasets import Dataset
+
+    from paser_hf.pruning import sample_calibration_texts
+
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return sample_calibration_texts(Dataset.from_list(random.Random(seed).sample(rows, count)))
