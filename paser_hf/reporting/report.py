@@ -239,16 +239,15 @@ class SelectionReport(Report):
 
     def cluster_table(self) -> str:
         """The per-cluster figures as a markdown table."""
-        unit = self.budget_unit
+        # what a cluster filled of the budget is its selected rows, or under a token budget its selected tokens
         lines = [
-            f"| cluster | size | CDS | allocated {unit} | selected {unit} | selected rows | selected tokens | "
-            "rejected |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|",
+            f"| cluster | size | CDS | allocated {self.budget_unit} | selected rows | selected tokens | rejected |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for c in sorted(self.clusters, key=lambda c: -c.cds):
             tokens = "-" if c.selected_tokens is None else c.selected_tokens
-            lines.append(f"| {c.cluster} | {c.size} | {c.cds:.4f} | {c.allocated} | {c.filled} | {c.selected} | "
-                         f"{tokens} | {c.rejected} |")
+            lines.append(f"| {c.cluster} | {c.size} | {c.cds:.4f} | {c.allocated} | {c.selected} | {tokens} | "
+                         f"{c.rejected} |")
         return "\n".join(lines)
 
 

@@ -142,7 +142,8 @@ class RandomSelector(_Baseline):
         with stopwatch("selection"):
             keys = np.random.default_rng(cfg.seed).random(n)
             order = np.argsort(keys, kind="stable")
-            chosen = take_in_order(order, cfg.row_costs(np.ones(n) if lengths is None else lengths), budget)
+            costs = np.ones(n, dtype=np.int64) if lengths is None else cfg.row_costs(lengths)
+            chosen = take_in_order(order, costs, budget)
         return self._finish(dataset, chosen, {"random_key": keys}, budget, lengths, stopwatch)
 
 
