@@ -156,6 +156,14 @@ def native_bf16(device) -> bool:
     return False
 
 
+def cpu_only() -> bool:
+    """True when torch sees no accelerator (CUDA, XPU or Apple MPS): training and scoring run on the CPU."""
+    xpu = getattr(torch, "xpu", None)
+    mps = getattr(torch.backends, "mps", None)
+    return not (torch.cuda.is_available() or (xpu is not None and xpu.is_available())
+                or (mps is not None and mps.is_available()))
+
+
 def fastest_dtype(device) -> str:
     """`"bfloat16"` where `device` has native bfloat16 (see `native_bf16`), else `"float32"`; never float16,
     whose range the logits of the JSD can overflow."""

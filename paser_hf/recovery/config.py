@@ -7,6 +7,7 @@ from typing import Any
 
 from trl import SFTConfig
 
+from ..models import cpu_only, native_bf16
 from .losses import KD_LOSSES
 
 KD_SCHEDULES = ("constant", "kd_then_sft", "sft_then_kd")
@@ -19,9 +20,22 @@ class RecoveryConfig(SFTConfig):
     ``loss = (1 - kd_alpha) * CE + kd_alpha * kd_temperature^2 * D(teacher, student)`` on the completion tokens,
     ``D`` chosen by ``kd_loss`` (see `paser_hf.recovery.losses`). The paper's LoRA settings (Sec. 4: r=8, effective
     batch 64, 2 epochs, lr 1e-4) are set in the recipes, not as defaults here.
+
+    Defaults that differ from trl's on a machine without an accelerator (trl's hold elsewhere): ``use_cpu=True``;
+    ``bf16`` (autocast) on where the CPU multiplies bfloat16 natively (`paser_hf.models.native_bf16`) and off
+    elsewhere, where trl's default ``bf16=True`` fails; ``gradient_checkpointing`` off, since recomputing the forward
+    costs a third of a CPU step and CPU memory is rarely what limits recovery. Setting any of them explicitly wins.
     """
 
     _VALID_DICT_FIELDS = SFTConfig._VALID_DICT_FIELDS + ["teacher_model_init_kwargs"]
+
+    gradient_checkpointing: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Recompute activations in the backward pass to save memory (~1/3 more compute). None: on with an "
+            "accelerator (trl's default), off on CPU."
+        },
+    )
 
     kd_alpha: float = field(
         default=0.0,
@@ -104,4 +118,11 @@ class RecoveryConfig(SFTConfig):
             raise ValueError(f"kd_schedule={self.kd_schedule!r} alternates KD and SFT stages; it needs kd_alpha > 0.")
         if not 0.0 < self.kd_stage_ratio < 1.0:
             raise ValueError(f"kd_stage_ratio must be in (0, 1), got {self.kd_stage_ratio}.")
+        on_cpu = self.use_cpu or cpu_only()
+        if on_cpu:
+            self.use_cpu = True
+            if self.bf16 is None:
+                self.bf16 = not self.fp16 and native_bf16("cpu")
+        if self.gradient_checkpointing is None:
+            self.gradient_checkpointing = not on_cpu
         super().__post_init__()

@@ -260,18 +260,21 @@ class RecoveryTrainer(SFTTrainer):
             ).hidden_states[-1]
 
         mask, targets = completion_positions(labels)
-        losses = chunked_head_losses(
-            student_hidden[:, :-1][mask],
-            teacher_hidden[:, :-1][mask.to(teacher_hidden.device)],
-            targets,
-            self._logit_head(model),
-            self._logit_head(self.teacher_model),
-            kind=self.args.kd_loss,
-            temperature=self.args.kd_temperature,
-            beta=self.args.kd_jsd_beta,
-            kd_vocab_size=self.kd_vocab_size,
-            chunk_size=self.args.kd_chunk_size,
-        )
+        # the heads run outside the models' forward, so under bf16 mixed precision they need the autocast
+        # accelerate puts around each forward; the divergence maths stays float32 (`losses.divergence`)
+        with self.accelerator.autocast():
+            losses = chunked_head_losses(
+                student_hidden[:, :-1][mask],
+                teacher_hidden[:, :-1][mask.to(teacher_hidden.device)],
+                targets,
+                self._logit_head(model),
+                self._logit_head(self.teacher_model),
+                kind=self.args.kd_loss,
+                temperature=self.args.kd_temperature,
+                beta=self.args.kd_jsd_beta,
+                kd_vocab_size=self.kd_vocab_size,
+                chunk_size=self.args.kd_chunk_size,
+            )
         # Normalised like SFTTrainer's loss: by the completion tokens of the whole accumulated batch when known.
         num_tokens = mask.sum() if num_items_in_batch is None else num_items_in_batch
         num_tokens = torch.as_tensor(num_tokens, device=losses.ce_sum.device).clamp(min=1)

@@ -247,3 +247,51 @@ def test_pure_kd_recovers_the_pruned_student_and_leaves_the_teacher_alone(tmp_pa
     assert zeros.float().mean() >= 0.5
     assert (sparse.model.layers[0].self_attn.q_proj.weight[zeros] == 0).all()
     assert (dense.model.layers[0].self_attn.q_proj.weight[zeros] != 0).any()
+
+
+# ------------------------------------------------------------------------------------ CPU defaults and bf16 autocast
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_defaults_autocast_where_bf16_is_native_and_skip_checkpointing(tmp_path, monkeypatch, native):
+    monkeypatch.setattr("paser_hf.recovery.config.cpu_only", lambda: True)
+    monkeypatch.setattr("paser_hf.recovery.config.native_bf16", lambda device: native)
+    config = RecoveryConfig(output_dir=str(tmp_path), report_to="none")
+    assert (config.use_cpu, config.bf16, config.gradient_checkpointing) == (True, native, False)
+    assert config.activation_checkpointing is False
+    explicit = RecoveryConfig(output_dir=str(tmp_path), report_to="none", bf16=False, gradient_checkpointing=True)
+    assert (explicit.bf16, explicit.gradient_checkpointing, explicit.activation_checkpointing) == (False, True, True)
+
+
+def test_with_an_accelerator_the_defaults_are_trls(tmp_path, monkeypatch):
+    monkeypatch.setattr("paser_hf.recovery.config.cpu_only", lambda: False)
+    config = RecoveryConfig(output_dir=str(tmp_path), report_to="none", use_cpu=False, bf16=False)
+    assert config.gradient_checkpointing is True and config.use_cpu is False
+    assert SFTConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, bf16=False).gradient_checkpointing
+
+
+def loss_and_lora_grads(tmp_path, bf16, kd_alpha):
+    """Loss and LoRA gradients of one batch through the prepared model, as a training step computes them."""
+    torch.manual_seed(0)
+    teacher = peaked(tied_llama(seed=1), seed=1)
+    student = pruned(copy.deepcopy(teacher))
+    config = recovery_config(tmp_path / str(bf16), bf16=bf16, kd_alpha=kd_alpha)
+    trainer = RecoveryTrainer(model=student, teacher_model=teacher if kd_alpha else None, args=config,
+                              train_dataset=Dataset.from_list(ALPACA), processing_class=tiny_tokenizer(),
+                              peft_config=lora(init_lora_weights=False))
+    model = trainer.accelerator.prepare_model(trainer.model)
+    batch = first_batch(trainer)
+    with trainer.compute_loss_context_manager():
+        loss = trainer.compute_loss(model, dict(batch))
+    loss.backward()
+    grads = torch.cat([p.grad.flatten() for n, p in model.named_parameters() if "lora_" in n])
+    return loss.detach(), grads
+
+
+@pytest.mark.parametrize("kd_alpha", [0.0, 0.5])
+def test_bf16_autocast_keeps_loss_and_gradients_within_bf16_tolerance(tmp_path, kd_alpha):
+    loss32, grads32 = loss_and_lora_grads(tmp_path, False, kd_alpha)
+    loss16, grads16 = loss_and_lora_grads(tmp_path, True, kd_alpha)
+    assert loss16.dtype == torch.float32
+    assert torch.allclose(loss16, loss32, rtol=2e-2)  # bf16 keeps 8 bits of mantissa: ~0.4% per product
+    cosine = F.cosine_similarity(grads16, grads32, dim=0)
+    assert cosine > 0.99 and (grads16.norm() / grads32.norm() - 1).abs() < 0.05
+    assert not torch.equal(grads16, grads32)  # the autocast did run in bf16
