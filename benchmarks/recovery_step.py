@@ -1,4 +1,5 @@
-"""Step time and peak memory of a recovery step: LoRA SFT, chunked KD, and naive unchunked KD.
+"""Step time and peak memory of a recovery step (LoRA SFT, chunked KD, naive unchunked KD), as training tokens/s
+against a plain forward pass of the same model on the same batches.
 
     python benchmarks/recovery_step.py --steps 3 --batch-size 4 --max-length 256
 
@@ -6,9 +7,16 @@ Teacher: SmolLM2-135M-Instruct (the offline default). Student: a copy with 50% o
 weight zeroed by magnitude. LoRA r=8 on all projections; rows of `../shared/data/instruct/mix_train.jsonl` long
 enough to fill `--max-length` tokens, so every batch is batch-size x max-length. Each variant runs in its own
 subprocess (clean peak RSS) and trains `--steps` timed steps after one untimed warm-up step:
-- sft: `RecoveryTrainer` with kd_alpha=0 (`trl.SFTTrainer`'s loss, fused LM head);
+- forward: no training; the student's plain forward pass (no gradient) on the same batches in the fastest dtype
+  of the device (`paser_hf.models.fastest_dtype`), the floor a training step is measured against (a step costs
+  about three forwards);
+- sft_trl_defaults: kd_alpha=0 with trl's defaults (float32, gradient checkpointing), what 0.2.0 trained with;
+- sft: `RecoveryTrainer` with kd_alpha=0 and `RecoveryConfig`'s defaults (on CPU: bf16 autocast where native, no
+  gradient checkpointing);
+- sft_dropout: sft with LoRA dropout 0.05 (not run by default);
 - kd: kd_alpha=1, the chunked path (hidden states, per-chunk LM heads under checkpoint);
-- naive_kd: the same loss from both models' full (B, L, V) logits and a float32 log-softmax over all of them.
+- naive_kd: the same loss from both models' full (B, L, V) logits and a float32 log-softmax over all of them (not
+  run by default).
 Memory is the process RSS sampled every 2 ms during training (on CUDA, `max_memory_allocated` too); "delta" is the
 peak minus the RSS just before `train()` (weights already loaded), i.e. what the steps themselves cost.
 Results print as a table and go to benchmarks/results/recovery_step.json.
@@ -27,7 +35,8 @@ from pathlib import Path
 
 from harness import MIX_TRAIN, RESULTS, emit, run_child
 
-VARIANTS = ("sft", "kd", "naive_kd")
+VARIANTS = ("forward", "sft_trl_defaults", "sft", "sft_dropout", "kd", "naive_kd")
+DEFAULT_VARIANTS = ("forward", "sft_trl_defaults", "sft", "kd")
 
 
 def prune_rows_by_magnitude(model, sparsity: float = 0.5) -> None:
@@ -86,13 +95,14 @@ def run_variant(args) -> dict:
     from transformers import TrainerCallback
 
     from paser_hf import RecoveryConfig, RecoveryTrainer
-    from paser_hf.models import load_model_and_tokenizer
+    from paser_hf.models import fastest_dtype, load_model_and_tokenizer
 
     cuda = torch.cuda.is_available()
     teacher, tokenizer = load_model_and_tokenizer(None)
     student = copy.deepcopy(teacher)
     prune_rows_by_magnitude(student, 0.5)
-    if args.variant == "sft":
+    kd = args.variant in ("kd", "naive_kd")
+    if not kd:
         del teacher
         teacher = None
     rows = long_rows(args.batch_size * (args.steps + 1), min_chars=6 * args.max_length)
@@ -110,21 +120,42 @@ def run_variant(args) -> dict:
             self.times.append(time.perf_counter() - self.start[0])
             self.cpu_times.append(time.process_time() - self.start[1])
 
-    config = RecoveryConfig(
-        output_dir=tempfile.mkdtemp(), use_cpu=not cuda, bf16=False, report_to="none", save_strategy="no",
+    settings = dict(
+        output_dir=tempfile.mkdtemp(), use_cpu=not cuda, report_to="none", save_strategy="no",
         max_steps=args.steps + 1, per_device_train_batch_size=args.batch_size, max_length=args.max_length,
         learning_rate=1e-4, logging_steps=1, disable_tqdm=True, dataloader_num_workers=0, seed=0,
-        kd_alpha=0.0 if args.variant == "sft" else 1.0, kd_chunk_size=args.chunk_size,
+        kd_alpha=1.0 if kd else 0.0, kd_chunk_size=args.chunk_size,
     )
+    if args.variant == "sft_trl_defaults":
+        settings.update(bf16=False, gradient_checkpointing=True)
+    config = RecoveryConfig(**settings)
     trainer_class = naive_trainer_class() if args.variant == "naive_kd" else RecoveryTrainer
     timer = StepTimes()
+    dropout = 0.05 if args.variant == "sft_dropout" else 0.0
     trainer = trainer_class(
         model=student, teacher_model=teacher, args=config, train_dataset=rows, processing_class=tokenizer,
-        peft_config=LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear"),
+        peft_config=LoraConfig(r=8, lora_alpha=16, lora_dropout=dropout, target_modules="all-linear"),
         callbacks=[timer],
     )
-    batch = next(iter(trainer.get_train_dataloader()))
+    batches = [batch for _, batch in zip(range(args.steps + 1), trainer.get_train_dataloader())]
+    batch = batches[0]
     completion_tokens = int((batch["labels"][:, 1:] != -100).sum())
+    tokens_per_step = int(batch["attention_mask"].sum())
+
+    if args.variant == "forward":
+        dtype = fastest_dtype("cuda" if cuda else "cpu")
+        model = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload().to(getattr(torch, dtype)).eval()
+        times = []
+        with torch.inference_mode():
+            for b in batches:
+                start = time.perf_counter()
+                model(input_ids=b["input_ids"].to(model.device), attention_mask=b["attention_mask"].to(model.device),
+                      use_cache=False)
+                times.append(time.perf_counter() - start)
+        seconds = statistics.median(times[1:])
+        return {"variant": "forward", "dtype": dtype, "batch_shape": list(batch["input_ids"].shape),
+                "forward_s_median": seconds, "forward_times_s": times,
+                "tokens_per_s": tokens_per_step / seconds, "torch_threads": torch.get_num_threads()}
 
     process = psutil.Process()
     baseline = process.memory_info().rss
@@ -146,12 +177,17 @@ def run_variant(args) -> dict:
     sampler.join()
 
     losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    step = statistics.median(timer.times[1:])
     result = {
         "variant": args.variant,
+        "bf16": config.bf16,
+        "gradient_checkpointing": config.gradient_checkpointing,
+        "lora_dropout": dropout,
         "batch_shape": list(batch["input_ids"].shape),
         "completion_tokens_first_batch": completion_tokens,
-        "step_time_s_median": statistics.median(timer.times[1:]),
+        "step_time_s_median": step,
         "step_times_s": timer.times,
+        "tokens_per_s": tokens_per_step / step,
         "step_cpu_s_median": statistics.median(timer.cpu_times[1:]),
         "step_cpu_s": timer.cpu_times,
         "rss_before_train_mb": baseline / 2**20,
@@ -173,6 +209,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--chunk-size", type=int, default=256, help="kd_chunk_size of the chunked variant")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(DEFAULT_VARIANTS))
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--output", default=str(RESULTS / "recovery_step.json"))
     args = parser.parse_args()
@@ -182,30 +219,35 @@ def main() -> None:
         return
 
     results = {}
-    for variant in VARIANTS:
+    for variant in args.variants:
         results[variant] = run_child(__file__, "--variant", variant, "--steps", str(args.steps), "--batch-size",
                                      str(args.batch_size), "--max-length", str(args.max_length), "--chunk-size",
                                      str(args.chunk_size))
 
-    sft, kd, naive = (results[v] for v in VARIANTS)
-    ratios = {
-        "kd_over_sft_step_time": kd["step_time_s_median"] / sft["step_time_s_median"],
-        "naive_kd_over_sft_step_time": naive["step_time_s_median"] / sft["step_time_s_median"],
-        "kd_over_sft_step_cpu_time": kd["step_cpu_s_median"] / sft["step_cpu_s_median"],
-        "naive_kd_over_sft_step_cpu_time": naive["step_cpu_s_median"] / sft["step_cpu_s_median"],
-        "kd_over_sft_peak_rss_delta": kd["peak_rss_delta_mb"] / sft["peak_rss_delta_mb"],
-        "naive_kd_over_kd_peak_rss_delta": naive["peak_rss_delta_mb"] / kd["peak_rss_delta_mb"],
-        "kd_first_loss_over_naive_first_loss": kd["first_loss"] / naive["first_loss"],
-    }
+    ratios = {}
+    forward = results.get("forward")
+    for name, r in results.items():
+        if name != "forward" and forward:
+            ratios[f"{name}_tokens_per_s_over_forward"] = r["tokens_per_s"] / forward["tokens_per_s"]
+    for name in ("kd", "naive_kd", "sft_trl_defaults", "sft_dropout"):
+        if name in results and "sft" in results:
+            ratios[f"{name}_over_sft_step_time"] = results[name]["step_time_s_median"] / results["sft"]["step_time_s_median"]
+    if "kd" in results and "naive_kd" in results:
+        ratios["kd_first_loss_over_naive_first_loss"] = results["kd"]["first_loss"] / results["naive_kd"]["first_loss"]
     report = {
         "model": "SmolLM2-135M-Instruct (teacher) / 50% per-row magnitude-zeroed copy (student), LoRA r=8 all-linear",
         "batch_size": args.batch_size, "max_length": args.max_length, "timed_steps": args.steps,
-        "kd_chunk_size": args.chunk_size, "variants": results, "ratios": ratios,
+        "kd_chunk_size": args.chunk_size, "targets": {"sft_tokens_per_s_over_forward": ">= 0.25",
+                                                      "kd_over_sft_step_time": "<= 1.3"},
+        "variants": results, "ratios": ratios,
     }
-    print(f"{'variant':10s} {'step s':>8s} {'CPU s':>8s} {'peak RSS MB':>12s} {'delta MB':>10s} {'first loss':>11s}")
+    print(f"{'variant':18s} {'step s':>8s} {'tokens/s':>9s} {'CPU s':>8s} {'peak RSS MB':>12s} {'first loss':>11s}")
     for name, r in results.items():
-        print(f"{name:10s} {r['step_time_s_median']:8.2f} {r['step_cpu_s_median']:8.2f} {r['peak_rss_mb']:12.0f} "
-              f"{r['peak_rss_delta_mb']:10.0f} {r['first_loss']:11.4f}")
+        if name == "forward":
+            print(f"{name:18s} {r['forward_s_median']:8.2f} {r['tokens_per_s']:9.1f}   ({r['dtype']})")
+            continue
+        print(f"{name:18s} {r['step_time_s_median']:8.2f} {r['tokens_per_s']:9.1f} {r['step_cpu_s_median']:8.2f} "
+              f"{r['peak_rss_mb']:12.0f} {r['first_loss']:11.4f}")
     for name, value in ratios.items():
         print(f"{name}: {value:.3f}")
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -101,6 +102,15 @@ def main():
     peak_gib = peak_rss_gib()
     print(f"peak RSS {peak_gib:.2f} GiB")
 
+    scores = selector.scores_
+    chosen = [status == "selected" for status in scores["paser_status"]]
+    top_selected = {}
+    for label, concepts, keep in zip(scores["paser_cluster"], scores["paser_concepts"], chosen):
+        if keep:
+            top_selected.setdefault(int(label), Counter()).update(set(concepts))
+    top_selected = {c: counts.most_common(6) for c, counts in sorted(top_selected.items())}
+    print("top concepts of the selected rows per cluster:", top_selected)
+
     result = {
         "rows": len(data),
         "selected": len(subset),
@@ -112,6 +122,7 @@ def main():
         "peak_rss_gib": round(peak_gib, 2),
         "stage_shares": shares,
         "scoring_tokens_per_second": round(tokens_per_second, 1),
+        "top_concepts_selected": top_selected,
         "report": report.to_dict(),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
