@@ -1,7 +1,6 @@
 """Offline distillation: the sparse (top-k + rest) loss against slow references and the online path, and
 `RecoveryTrainer` trained on stored teacher distributions with no teacher, in one process and under accelerate."""
 
-import math
 import os
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset, load_from_disk
-from fixtures import save_cli_files, tiny_llama, tiny_tokenizer
+from fixtures import reference_divergence, save_cli_files, tiny_llama, tiny_tokenizer
 
 from paser_hf import PaserConfig, RecoveryConfig, RecoveryTrainer
 from paser_hf.recovery.losses import divergence
@@ -37,7 +36,7 @@ def logits_pair(n=6, vocab=13, seed=0):
 
 def reference_grouped(student_row, teacher_row, k, kind, temperature, beta):
     """One position in float64 from the definitions: teacher top-k + rest (rest tempered as if spread evenly over
-    the other ids), student mass on the same ids + the rest."""
+    the other ids), student mass on the same ids + the rest; the divergence of those two grouped distributions."""
     p1 = torch.softmax(teacher_row.double(), -1)
     top = p1.argsort(descending=True)[:k].tolist()
     others = [i for i in range(len(p1)) if i not in top]
@@ -45,21 +44,10 @@ def reference_grouped(student_row, teacher_row, k, kind, temperature, beta):
     weights = [float(p1[i]) ** (1 / temperature) for i in top]
     if others:
         weights.append(len(others) * (rest / len(others)) ** (1 / temperature))
-    p = [w / sum(weights) for w in weights]
     q_all = torch.softmax(student_row.double() / temperature, -1)
     q = [float(q_all[i]) for i in top] + ([float(sum(q_all[i] for i in others))] if others else [])
-
-    def kl(a, b):
-        return sum(x * (math.log(x) - math.log(y)) for x, y in zip(a, b) if x > 0)
-
-    if kind == "forward_kl":
-        value = kl(p, q)
-    elif kind == "reverse_kl":
-        value = kl(q, p)
-    else:
-        m = [beta * x + (1 - beta) * y for x, y in zip(p, q)]
-        value = beta * kl(p, m) + (1 - beta) * kl(q, m)
-    return value * temperature**2
+    grouped_p = torch.tensor(weights, dtype=torch.float64).log()
+    return reference_divergence(torch.tensor(q).log(), grouped_p, kind, 1.0, beta) * temperature**2
 
 
 def stored_of(teacher_logits, k):
