@@ -21,11 +21,10 @@ import argparse
 import json
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from harness import MIX_TRAIN, RESULTS, emit, run_child
+from harness import MIX_TRAIN, RESULTS, PeakRss, emit, run_child
 
 CAPTURE_K = 64  # the k whose capture overhead is measured
 
@@ -116,13 +115,13 @@ def heldout_kl(student, teacher, tokenizer, data, max_length: int) -> float:
 
 
 def run_variant(args) -> dict:
-    import psutil
     import torch
     from datasets import load_from_disk
     from peft import LoraConfig
     from transformers import TrainerCallback
 
     from paser_hf import RecoveryConfig, RecoveryTrainer
+    from paser_hf.models import load_model_and_tokenizer
 
     teacher, student, tokenizer = models()
     if args.variant.startswith("offline"):
@@ -131,10 +130,7 @@ def run_variant(args) -> dict:
         train = rows(args.batch_size * args.steps, 0, args.max_length)
     heldout = rows(args.heldout_rows, args.batch_size * args.steps, args.max_length)
     training_teacher = teacher if args.variant == "online_kd" else None
-    if training_teacher is None:  # kept on disk meanwhile: the training process holds no teacher
-        teacher_dir = tempfile.mkdtemp()
-        teacher.save_pretrained(teacher_dir)
-        del teacher
+    del teacher  # SFT and offline KD train with no teacher in memory; it is loaded again for the held-out KL
 
     class StepTimes(TrainerCallback):
         def __init__(self):
@@ -157,32 +153,16 @@ def run_variant(args) -> dict:
         model=student, teacher_model=training_teacher, args=config, train_dataset=train, processing_class=tokenizer,
         peft_config=LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear"), callbacks=[timer],
     )
-    process = psutil.Process()
-    baseline = process.memory_info().rss
-    peak = [baseline]
-    done = threading.Event()
+    with PeakRss() as rss:
+        trainer.train()
 
-    def sample():
-        while not done.is_set():
-            peak[0] = max(peak[0], process.memory_info().rss)
-            time.sleep(0.002)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    trainer.train()
-    done.set()
-    sampler.join()
-
-    if training_teacher is None:
-        from transformers import AutoModelForCausalLM
-
-        teacher = AutoModelForCausalLM.from_pretrained(teacher_dir).eval()
+    teacher = training_teacher if training_teacher is not None else load_model_and_tokenizer(None)[0].eval()
     return {
         "variant": args.variant,
         "step_time_s_median": statistics.median(timer.times[1:] or timer.times),
         "step_times_s": timer.times,
-        "peak_rss_mb": peak[0] / 2**20,
-        "peak_rss_delta_mb": (peak[0] - baseline) / 2**20,
+        "peak_rss_mb": rss.peak / 2**20,
+        "peak_rss_delta_mb": (rss.peak - rss.baseline) / 2**20,
         "heldout_kl": heldout_kl(trainer.model, teacher, tokenizer, heldout, args.max_length),
         "torch_threads": torch.get_num_threads(),
     }
