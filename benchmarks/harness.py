@@ -14,6 +14,8 @@ import random
 import resource
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,6 +30,33 @@ MC_DIR = DATA / "mc"
 def peak_rss_gib() -> float:
     """Peak resident memory of this process so far (`ru_maxrss`, KiB on Linux), in GiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+class PeakRss:
+    """Peak resident memory of this process inside a ``with`` block, sampled every 2 ms by a thread (needs psutil):
+    ``baseline`` (bytes on entry) and ``peak`` (bytes)."""
+
+    def __init__(self):
+        import psutil
+
+        self.process = psutil.Process()
+        self.baseline = self.peak = 0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.sample, daemon=True)
+
+    def sample(self):
+        while not self.done.is_set():
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(0.002)
+
+    def __enter__(self):
+        self.baseline = self.peak = self.process.memory_info().rss
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_):
+        self.done.set()
+        self.thread.join()
 
 
 def run_child(script, *args: str) -> dict:

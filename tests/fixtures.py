@@ -9,6 +9,7 @@ the math rows are the damaged capability.
 from __future__ import annotations
 
 import json
+import math
 import types
 import zlib
 
@@ -309,3 +310,22 @@ def write_local_task(folder):
         "metric_list:\n  - metric: acc\n  - metric: acc_norm\n"
     )
     return str(folder)
+
+
+def reference_divergence(student_row, teacher_row, kind, temperature, beta):
+    """The distillation divergence of one position, float64, written out from the definitions (reference of
+    `paser_hf.recovery.losses.divergence`)."""
+    q = torch.softmax(student_row.double() / temperature, -1).tolist()
+    p = torch.softmax(teacher_row.double() / temperature, -1).tolist()
+
+    def kl(a, b):
+        return sum(x * (math.log(x) - math.log(y)) for x, y in zip(a, b) if x > 0)
+
+    if kind == "forward_kl":
+        value = kl(p, q)
+    elif kind == "reverse_kl":
+        value = kl(q, p)
+    else:
+        m = [beta * x + (1 - beta) * y for x, y in zip(p, q)]
+        value = beta * kl(p, m) + (1 - beta) * kl(q, m)
+    return value * temperature**2

@@ -1,4 +1,4 @@
-"""The `paser` command line: select, recover, prune, evaluate and demo, one module per command.
+"""The `paser` command line: select, teacher-logits, recover, prune, evaluate and demo, one module per command.
 
 Each sub-command's options are the fields of the dataclasses the Python API uses (`PaserConfig`, `RecoveryConfig`,
 trl's `ModelConfig`, and the argument classes of the command modules), parsed by `trl.TrlParser`, so
@@ -18,14 +18,15 @@ from .common import OneLineErrors, run_command
 def commands() -> dict:
     """name -> `Command`, in the order of the help. The command modules are imported here, not with the package,
     so that `python -m paser_hf.cli.recover` runs a module that is not imported yet."""
-    from . import demo, evaluate, prune, recover, select
+    from . import demo, evaluate, prune, recover, select, teacher_logits
 
-    return {module.COMMAND.name: module.COMMAND for module in (select, recover, prune, evaluate, demo)}
+    modules = (select, teacher_logits, recover, prune, evaluate, demo)
+    return {module.COMMAND.name: module.COMMAND for module in modules}
 
 
 def top_parser(known: dict) -> argparse.ArgumentParser:
     """`paser --help` and `paser --version`: the list of commands."""
-    listing = "\n".join(f"  {name:<10}{command.help}" for name, command in known.items())
+    listing = "\n".join(f"  {name:<16}{command.help}" for name, command in known.items())
     parser = OneLineErrors(
         prog="paser",
         description="PASER (arXiv 2502.12594): post-training data selection for pruned-LLM recovery.",

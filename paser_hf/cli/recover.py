@@ -7,7 +7,9 @@ The same code runs on one device and under accelerate::
         --config recipes/configs/llama2_7b_lora_kd.yaml
 
 Options are the fields of `RecoverArguments` (data, merging), `RecoveryConfig` (trl's `SFTConfig` plus
-distillation and the teacher) and trl's `ModelConfig` (student path, dtype, LoRA).
+distillation and the teacher) and trl's `ModelConfig` (student path, dtype, LoRA). With ``--kd_alpha`` > 0 and no
+teacher, a dataset carrying stored teacher distributions (`paser teacher-logits`, or `paser select` with
+``--teacher_topk``) is distilled offline; otherwise the built-in teacher is loaded.
 """
 
 from __future__ import annotations
@@ -78,21 +80,25 @@ def run_recover(args: RecoverArguments, training: RecoveryConfig, model_args: Mo
     from trl import get_peft_config
 
     from ..models import default_model_path, load_data
+    from ..recovery.offline import has_stored_targets
     from ..recovery.run import recover
 
     student = model_args.model_name_or_path
     if not student:
         raise ValueError("give the pruned model to recover with --model_name_or_path")
     check_model(student, "pruned model")
+    data = load_data(args.dataset, args.dataset_split, args.dataset_config, max_rows=args.max_rows)
     if training.kd_alpha > 0 and training.teacher_model_name_or_path is None:
-        check_model(None, "teacher")
-        training.teacher_model_name_or_path = default_model_path()
+        if has_stored_targets(data):
+            print("teacher: the distributions stored in the dataset (offline distillation)", file=sys.stderr)
+        else:
+            check_model(None, "teacher")
+            training.teacher_model_name_or_path = default_model_path()
     init_kwargs = model_init_kwargs(model_args)
     training.model_init_kwargs = {**init_kwargs, **(training.model_init_kwargs or {})}
     if training.teacher_model_name_or_path is not None:
         training.teacher_model_init_kwargs = {**init_kwargs, **(training.teacher_model_init_kwargs or {})}
 
-    data = load_data(args.dataset, args.dataset_split, args.dataset_config, max_rows=args.max_rows)
     result = recover(student, training, data, AutoTokenizer.from_pretrained(student),
                      peft_config=get_peft_config(model_args), merge_adapters=args.merge_adapters,
                      keep_sparsity=args.keep_sparsity)

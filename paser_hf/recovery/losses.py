@@ -152,12 +152,18 @@ def chunked_head_losses(
         correct = (z_s.detach().argmax(-1) == y).sum()
         return kd, ce, correct
 
+    return sum_over_chunks(one_chunk, (student_hidden, teacher_hidden, targets), chunk_size)
+
+
+def sum_over_chunks(one_chunk, tensors, chunk_size: int) -> HeadLosses:
+    """`HeadLosses` summed over ``one_chunk(*chunk)`` for consecutive chunks of `chunk_size` rows of `tensors` (the
+    first is the student's hidden states); with gradients enabled each chunk runs under `torch.utils.checkpoint`."""
+    hidden = tensors[0]
     # Starting from zero * hidden keeps the result attached to the graph when there is no completion token.
-    zero = student_hidden.sum().float() * 0.0
-    kd_sum, ce_sum, num_correct = zero, zero, torch.zeros((), dtype=torch.long, device=device)
-    for start in range(0, student_hidden.size(0), chunk_size):
-        end = start + chunk_size
-        args = (student_hidden[start:end], teacher_hidden[start:end], targets[start:end])
+    zero = hidden.sum().float() * 0.0
+    kd_sum, ce_sum, num_correct = zero, zero, torch.zeros((), dtype=torch.long, device=hidden.device)
+    for start in range(0, hidden.size(0), chunk_size):
+        args = tuple(t[start : start + chunk_size] for t in tensors)
         if torch.is_grad_enabled():
             kd, ce, correct = checkpoint(one_chunk, *args, use_reentrant=False, preserve_rng_state=False)
         else:

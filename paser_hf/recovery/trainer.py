@@ -30,6 +30,15 @@ from ..formatting import to_trl_dataset
 from ..paper import PASER_PAPER
 from .config import RecoveryConfig
 from .losses import LogitHead, chunked_head_losses, completion_positions
+from .offline import (
+    STORED_COLUMNS,
+    StoredTargetsCollator,
+    check_alignment,
+    check_stored_batch,
+    has_stored_targets,
+    pop_stored_targets,
+    stored_head_losses,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +104,10 @@ class RecoveryTrainer(SFTTrainer):
     `Accelerator.prepare_model(evaluation_mode=True)`. A teacher already on an accelerator or dispatched with a
     ``device_map`` stays where it is: its LM head runs where its weight is and each chunk of its logits is moved to
     the student's device.
+
+    Offline distillation: with ``kd_alpha > 0``, no teacher and a training set that carries the teacher's stored
+    top-k distributions (``PaserConfig.teacher_topk`` or `capture_teacher_topk`), the KD term is taken against them
+    (`paser_hf.recovery.offline`); every row is checked against the trainer's tokenisation before training starts.
     """
 
     _tag_names: ClassVar[list[str]] = ["trl", "sft", "paser", "pruning-recovery"]
@@ -120,10 +133,12 @@ class RecoveryTrainer(SFTTrainer):
             raise TypeError(f"args must be a RecoveryConfig, got {type(args).__name__}.")
         if teacher_model is None:
             teacher_model = args.teacher_model_name_or_path
-        if args.kd_alpha > 0.0 and teacher_model is None:
+        self.offline_kd = args.kd_alpha > 0.0 and teacher_model is None and has_stored_targets(train_dataset)
+        if args.kd_alpha > 0.0 and teacher_model is None and not self.offline_kd:
             raise ValueError(
-                f"kd_alpha={args.kd_alpha} needs a teacher: pass teacher_model= (the unpruned model) or set "
-                "RecoveryConfig.teacher_model_name_or_path; kd_alpha=0 trains with plain SFT and no teacher."
+                f"kd_alpha={args.kd_alpha} needs a teacher: pass teacher_model= (the unpruned model), set "
+                "RecoveryConfig.teacher_model_name_or_path or train on rows with stored teacher distributions "
+                "(paser teacher-logits); kd_alpha=0 trains with plain SFT and no teacher."
             )
         if args.kd_alpha == 0.0 and teacher_model is not None:
             logger.warning("kd_alpha=0: the teacher is not used and is not loaded.")
@@ -161,6 +176,23 @@ class RecoveryTrainer(SFTTrainer):
             self.kd_vocab_size = self._check_vocabularies(teacher_model, teacher_name)
             self._check_student_for_kd()
             self.teacher_model = self._prepare_teacher(teacher_model)
+        if self.offline_kd:
+            self._check_student_for_kd()
+            self._check_stored_datasets()
+            self.data_collator = StoredTargetsCollator(self.data_collator)
+
+    def _check_stored_datasets(self) -> None:
+        """Every training (and evaluation) row must train on the tokens its stored distributions cover."""
+        check_alignment(self.train_dataset, "train_dataset", self.args.max_length)
+        evals = self.eval_dataset if isinstance(self.eval_dataset, dict) else {"eval_dataset": self.eval_dataset}
+        for name, dataset in evals.items():
+            if dataset is not None:
+                check_alignment(dataset, name, self.args.max_length)
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        if self.offline_kd and STORED_COLUMNS[0] not in self._signature_columns:
+            self._signature_columns = [*self._signature_columns, *STORED_COLUMNS]
 
     def _load_teacher(self, name_or_path: str) -> PreTrainedModel:
         init_kwargs = dict(self.args.teacher_model_init_kwargs or {})
@@ -224,7 +256,7 @@ class RecoveryTrainer(SFTTrainer):
     def current_kd_alpha(self) -> float:
         """``kd_alpha``, or 0 during the SFT stage of a staged ``kd_schedule`` (the first stage covers
         ``kd_stage_ratio * max_steps`` optimizer steps)."""
-        if self.teacher_model is None:
+        if self.teacher_model is None and not self.offline_kd:
             return 0.0
         if self.args.kd_schedule == "constant":
             return self.args.kd_alpha
@@ -244,6 +276,7 @@ class RecoveryTrainer(SFTTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         kd_alpha = self.current_kd_alpha()
+        stored = pop_stored_targets(inputs)
         if kd_alpha == 0.0:
             return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
@@ -253,28 +286,14 @@ class RecoveryTrainer(SFTTrainer):
         hidden_inputs = {**model_inputs, "use_cache": False, "output_hidden_states": True, "logits_to_keep": 1}
 
         student_hidden = model(**hidden_inputs).hidden_states[-1]
-        teacher_device = _input_device(self.accelerator.unwrap_model(self.teacher_model))
-        with torch.no_grad():
-            teacher_hidden = self.teacher_model(
-                **{k: v.to(teacher_device) if torch.is_tensor(v) else v for k, v in hidden_inputs.items()}
-            ).hidden_states[-1]
-
         mask, targets = completion_positions(labels)
         # the heads run outside the models' forward, so under bf16 mixed precision they need the autocast
         # accelerate puts around each forward; the divergence maths stays float32 (`losses.divergence`)
         with self.accelerator.autocast():
-            losses = chunked_head_losses(
-                student_hidden[:, :-1][mask],
-                teacher_hidden[:, :-1][mask.to(teacher_hidden.device)],
-                targets,
-                self._logit_head(model),
-                self._logit_head(self.teacher_model),
-                kind=self.args.kd_loss,
-                temperature=self.args.kd_temperature,
-                beta=self.args.kd_jsd_beta,
-                kd_vocab_size=self.kd_vocab_size,
-                chunk_size=self.args.kd_chunk_size,
-            )
+            if stored is not None:
+                losses = self._stored_losses(model, student_hidden[:, :-1][mask], targets, stored, mask)
+            else:
+                losses = self._teacher_losses(model, student_hidden, hidden_inputs, targets, mask)
         # Normalised like SFTTrainer's loss: by the completion tokens of the whole accumulated batch when known.
         num_tokens = mask.sum() if num_items_in_batch is None else num_items_in_batch
         num_tokens = torch.as_tensor(num_tokens, device=losses.ce_sum.device).clamp(min=1)
@@ -287,6 +306,34 @@ class RecoveryTrainer(SFTTrainer):
             with torch.no_grad():
                 return loss, model(**model_inputs)
         return loss
+
+    def _stored_losses(self, model, student_hidden, targets, stored, mask):
+        """KD and CE sums against the stored teacher distributions (`paser_hf.recovery.offline`)."""
+        head = self._logit_head(model)
+        check_stored_batch(stored, mask, head.weight.size(0))
+        return stored_head_losses(student_hidden, targets, head, stored, kind=self.args.kd_loss,
+                                  temperature=self.args.kd_temperature, beta=self.args.kd_jsd_beta,
+                                  chunk_size=self.args.kd_chunk_size)
+
+    def _teacher_losses(self, model, student_hidden, hidden_inputs, targets, mask):
+        """KD and CE sums against the teacher model run on the batch."""
+        teacher_device = _input_device(self.accelerator.unwrap_model(self.teacher_model))
+        with torch.no_grad():
+            teacher_hidden = self.teacher_model(
+                **{k: v.to(teacher_device) if torch.is_tensor(v) else v for k, v in hidden_inputs.items()}
+            ).hidden_states[-1]
+        return chunked_head_losses(
+            student_hidden[:, :-1][mask],
+            teacher_hidden[:, :-1][mask.to(teacher_hidden.device)],
+            targets,
+            self._logit_head(model),
+            self._logit_head(self.teacher_model),
+            kind=self.args.kd_loss,
+            temperature=self.args.kd_temperature,
+            beta=self.args.kd_jsd_beta,
+            kd_vocab_size=self.kd_vocab_size,
+            chunk_size=self.args.kd_chunk_size,
+        )
 
     def _record_kd_metrics(self, mode, inputs, mask, losses) -> None:
         gather = self.accelerator.gather_for_metrics

@@ -16,6 +16,7 @@ import yaml
 from huggingface_hub import DatasetCard, DatasetCardData, HfApi
 
 from ..paper import PASER_ARXIV, PASER_BIBTEX, PASER_TITLE
+from ..selection.schema import TEACHER_COLUMNS, TEACHER_IDS
 from .figures import FIGURES
 
 CONFIG_FILE = "paser_config.yaml"
@@ -105,12 +106,26 @@ def card_metadata(report, source_dataset: Optional[str] = None, source_revision:
     return {key: value for key, value in metadata.items() if value is not None}
 
 
+def teacher_topk_text(about: dict) -> str:
+    """The card's description of the stored teacher columns; `about` is the report's ``models["teacher_topk"]``."""
+    return (
+        f"- `teacher_topk_ids`, `teacher_topk_logprobs`, `teacher_tail_logmass`: for offline distillation, the "
+        f"top-{about['k']} next-token distribution of `{about['model']}` at temperature {about['temperature']:g} for "
+        f"each response token (ids, float16 log-probabilities, and the log of the mass outside the top {about['k']}), "
+        f"P x {about['k']} values per row, computed on rows formatted with {about['template']} and truncated to "
+        f"{about['max_length']} tokens; `teacher_topk_start`, `teacher_topk_count` and `teacher_topk_input_hash` say "
+        "which P tokens they predict and of which token sequence. `RecoveryTrainer` with `kd_alpha > 0` and no "
+        "teacher trains on them; tokenise with the same tokenizer, template and max length."
+    )
+
+
 def card_text(report, *, repo_id: Optional[str] = None, source_dataset: Optional[str] = None,
               source_revision: Optional[str] = None, has_scores: bool = False, figures=(),
               pretty_name: Optional[str] = None, original_model: Optional[str] = None,
-              pruned_model: Optional[str] = None) -> str:
+              pruned_model: Optional[str] = None, has_teacher_topk: bool = False) -> str:
     """The card's markdown body: what the subset is, how it was chosen, per-cluster table, figures, files,
-    citation. `repo_id` None writes the local-folder loading instructions."""
+    citation. `repo_id` None writes the local-folder loading instructions; `has_teacher_topk` describes the stored
+    teacher columns (`teacher_topk_text`)."""
     config, models, clustering = report.config, report.models, report.clustering or {}
     source = f"`{source_dataset}`" if source_dataset else "an instruction dataset"
     revision = f"`{source_revision}`" if source_revision else "not recorded"
@@ -188,6 +203,8 @@ def card_text(report, *, repo_id: Optional[str] = None, source_dataset: Optional
         "",
         "- the subset: the selected rows in their original order, all source columns kept",
     ]
+    if has_teacher_topk:
+        lines.append(teacher_topk_text(report.models["teacher_topk"]))
     if has_scores:
         lines.append(
             f"- `{SCORES_CONFIG}`: one row per source row: `index`, `paser_cluster`, `paser_jsd`, `paser_ies`, "
@@ -210,7 +227,8 @@ def card_text(report, *, repo_id: Optional[str] = None, source_dataset: Optional
 def dataset_card(report, *, base: Optional[DatasetCardData] = None, repo_id: Optional[str] = None,
                  source_dataset: Optional[str] = None, source_revision: Optional[str] = None,
                  license: Optional[str] = None, pretty_name: Optional[str] = None, has_scores: bool = False,
-                 figures=(), original_model: Optional[str] = None, pruned_model: Optional[str] = None) -> DatasetCard:
+                 figures=(), original_model: Optional[str] = None, pruned_model: Optional[str] = None,
+                 has_teacher_topk: bool = False) -> DatasetCard:
     """The dataset card. `base` is the metadata already in the repository's card (what `push_to_hub`
     wrote: `configs`, `dataset_info`); it is kept, tags are merged and this package's fields added.
 
@@ -220,10 +238,12 @@ def dataset_card(report, *, base: Optional[DatasetCardData] = None, repo_id: Opt
     metadata = base.to_dict() if base is not None else {}
     ours = card_metadata(report, source_dataset, source_revision, license, pretty_name, original_model, pruned_model)
     ours["tags"] = list(dict.fromkeys([*(metadata.get("tags") or []), *ours["tags"]]))
+    if has_teacher_topk:
+        ours["paser"]["teacher_topk"] = dict(report.models["teacher_topk"])
     metadata.update(ours)
     body = card_text(report, repo_id=repo_id, source_dataset=source_dataset, source_revision=source_revision,
                      has_scores=has_scores, figures=figures, pretty_name=pretty_name, original_model=original_model,
-                     pruned_model=pruned_model)
+                     pruned_model=pruned_model, has_teacher_topk=has_teacher_topk)
     return DatasetCard(f"---\n{DatasetCardData(**metadata).to_yaml()}\n---\n\n{body}")
 
 
@@ -239,12 +259,26 @@ def write_bundle(directory, report, card_factory) -> List[str]:
     return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
 
 
+def with_teacher_topk(subset, report, include: bool):
+    """(`subset` without the stored teacher columns unless `include`, whether it has them described in `report`)."""
+    if not include:
+        return subset.remove_columns([c for c in TEACHER_COLUMNS if c in subset.column_names]), False
+    present = TEACHER_IDS in subset.column_names
+    if present and "teacher_topk" not in report.models:
+        raise ValueError("The subset has teacher top-k columns but the report does not say how they were made; "
+                         "pass include_teacher_topk=False or the report of the selection that captured them.")
+    return subset, present
+
+
 def save_selection(subset, directory, *, report, scores=None, source_dataset: Optional[str] = None,
                    source_revision: Optional[str] = None, license: Optional[str] = None,
                    pretty_name: Optional[str] = None, original_model: Optional[str] = None,
-                   pruned_model: Optional[str] = None) -> Path:
+                   pruned_model: Optional[str] = None, include_teacher_topk: bool = True) -> Path:
     """Save the bundle to `directory`: `load_from_disk(directory)` gives the subset back, and
-    `load_from_disk(directory / "scores")` the per-row scores when `scores` (`selector.scores_`) is given."""
+    `load_from_disk(directory / "scores")` the per-row scores when `scores` (`selector.scores_`) is given. The
+    teacher top-k columns of a ``PaserConfig(teacher_topk=k)`` selection are kept (and described in the card)
+    unless `include_teacher_topk` is False."""
+    subset, has_topk = with_teacher_topk(subset, report, include_teacher_topk)
     directory = Path(directory)
     subset.save_to_disk(str(directory))
     if scores is not None:
@@ -252,7 +286,7 @@ def save_selection(subset, directory, *, report, scores=None, source_dataset: Op
     write_bundle(directory, report, lambda figures: dataset_card(
         report, source_dataset=source_dataset, source_revision=source_revision, license=license,
         pretty_name=pretty_name, has_scores=scores is not None, figures=figures, original_model=original_model,
-        pruned_model=pruned_model))
+        pruned_model=pruned_model, has_teacher_topk=has_topk))
     return directory
 
 
@@ -260,13 +294,15 @@ def push_selection_to_hub(subset, repo_id: str, *, report, scores=None, private:
                           token: Optional[str] = None, source_dataset: Optional[str] = None,
                           source_revision: Optional[str] = None, license: Optional[str] = None,
                           pretty_name: Optional[str] = None, original_model: Optional[str] = None,
-                          pruned_model: Optional[str] = None):
+                          pruned_model: Optional[str] = None, include_teacher_topk: bool = True):
     """Push the subset (`Dataset.push_to_hub`, config ``default``, split ``train``), optionally `scores`
     (`selector.scores_`) as config ``scores``, then one commit with the card, the config YAML and the report.
+    The teacher top-k columns are pushed (and described) unless `include_teacher_topk` is False.
 
     The card keeps the metadata `push_to_hub` wrote (read back from the repository's README); the other
     keywords are those of `dataset_card`. Returns the `CommitInfo` of the last commit.
     """
+    subset, has_topk = with_teacher_topk(subset, report, include_teacher_topk)
     api = HfApi(token=token)
     summary = f"PASER subset: {report.num_selected} of {report.num_rows} rows, K = {report.k}"
     subset.push_to_hub(repo_id, split="train", private=private, token=token, commit_message=summary)
@@ -279,6 +315,6 @@ def push_selection_to_hub(subset, repo_id: str, *, report, scores=None, private:
         write_bundle(staging, report, lambda figures: dataset_card(
             report, base=base, repo_id=repo_id, source_dataset=source_dataset, source_revision=source_revision,
             license=license, pretty_name=pretty_name, has_scores=scores is not None, figures=figures,
-            original_model=original_model, pruned_model=pruned_model))
+            original_model=original_model, pruned_model=pruned_model, has_teacher_topk=has_topk))
         return api.upload_folder(repo_id=repo_id, folder_path=staging, repo_type="dataset",
                                  commit_message=f"{summary}: dataset card, selection config and report")

@@ -42,10 +42,11 @@ from .scoring import (
     BatchFitter,
     ResponseLogits,
     check_finite_logits,
+    gather_scores,
     model_name,
     pad_batch,
     pad_token_id,
-    score_in_shards,
+    scored_shards,
     scoring_sizes,
     warn_if_emulated_bf16,
 )
@@ -301,7 +302,7 @@ class IfdScorer:
 
 def ifd_losses(prepared: Dataset, rows: np.ndarray, model, tokenizer, config: PaserConfig):
     """(L(y | x), L(y)) of each of `rows` (NaN for the others), scored longest first in cached shards keyed by
-    their rows, the model and the BOS token (`score_in_shards`), so a killed run resumes like PASER's JSD."""
+    their rows, the model and the BOS token (`scored_shards`), so a killed run resumes like PASER's JSD."""
     bos = tokenizer.bos_token_id
     fingerprint = combine("ifd-v1", prepared._fingerprint, model_fingerprint(model), bos)
 
@@ -312,10 +313,9 @@ def ifd_losses(prepared: Dataset, rows: np.ndarray, model, tokenizer, config: Pa
     was_training = model.training
     model.eval()
     try:
-        losses = score_in_shards(
-            prepared, rows, make_scorer, (schema.LOSS_CONDITIONED, schema.LOSS_RESPONSE), "ifd", fingerprint,
-            config.cache_dir, config.scoring_shard_rows, "IFD scoring", config.show_progress,
-        )
+        shards = scored_shards(prepared, rows, make_scorer, "ifd", fingerprint, config.cache_dir,
+                               config.scoring_shard_rows, "IFD scoring", config.show_progress)
+        losses = gather_scores(shards, (schema.LOSS_CONDITIONED, schema.LOSS_RESPONSE), len(prepared))
     finally:
         model.train(was_training)
     return losses[schema.LOSS_CONDITIONED], losses[schema.LOSS_RESPONSE]

@@ -141,6 +141,14 @@ class PaserConfig:
             "memory of the divergence maths. None: 64 on CPU (the chunk stays in cache) and 256 on an accelerator."
         },
     )
+    teacher_topk: int = field(
+        default=0,
+        metadata={
+            "help": "k > 0 keeps, for every scored response token, the original model's k most likely ids and their "
+            "log-probabilities at temperature 1 plus the log of the remaining mass, and adds them to the selected "
+            "rows (columns teacher_topk_*), so RecoveryTrainer can distil with no teacher in memory. 0: off."
+        },
+    )
     # NTM: concepts
     concept_source: str = field(
         default="instruction",
@@ -221,6 +229,8 @@ class PaserConfig:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r}; it must be an integer >= 1.")
+        if isinstance(self.teacher_topk, bool) or not isinstance(self.teacher_topk, int) or self.teacher_topk < 0:
+            raise ValueError(f"teacher_topk={self.teacher_topk!r}; give 0 (off) or the number of teacher ids to keep.")
         if self.min_clusters < 2:
             raise ValueError(f"min_clusters={self.min_clusters}; it must be >= 2 (one cluster is no clustering).")
         if self.max_clusters < self.min_clusters:

@@ -35,6 +35,17 @@ STATUS = "paser_status"
 SCORE_COLUMNS = (CLUSTER, JSD, IES)
 RESERVED_COLUMNS = (INDEX, *SCORE_COLUMNS)
 
+# Columns of the teacher's stored top-k distributions (`PaserConfig.teacher_topk`, `capture_teacher_topk`), one
+# row per dataset row: P = TEACHER_COUNT scored positions predicting tokens TEACHER_START .. TEACHER_START + P - 1 of
+# the tokenised row (whose `sequence_hash` is TEACHER_HASH); ids and log-probabilities are flat, P x k row-major.
+TEACHER_IDS = "teacher_topk_ids"
+TEACHER_LOGPROBS = "teacher_topk_logprobs"
+TEACHER_TAIL = "teacher_tail_logmass"
+TEACHER_START = "teacher_topk_start"
+TEACHER_COUNT = "teacher_topk_count"
+TEACHER_HASH = "teacher_topk_input_hash"
+TEACHER_COLUMNS = (TEACHER_IDS, TEACHER_LOGPROBS, TEACHER_TAIL, TEACHER_START, TEACHER_COUNT, TEACHER_HASH)
+
 # Columns of `IfdSelector.scores_` (and of its cached loss shards).
 LOSS_CONDITIONED = "loss_conditioned"
 LOSS_RESPONSE = "loss_response"

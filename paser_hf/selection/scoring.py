@@ -3,8 +3,8 @@
 Only the positions that predict a response token go through the LM head (`ResponseLogits`): the final hidden
 states are gathered at those positions and projected a chunk of positions at a time, so memory holds at most
 one chunk of vocabulary-sized rows whatever the batch. Rows are scored longest first, packed into batches of
-at most a token budget (`BatchFitter`), in shards that are each cached (`score_in_shards`), so a killed run
-resumes at the first unfinished shard. Only `score_in_shards` needs `datasets` and `accelerate`; the rest runs
+at most a token budget (`BatchFitter`), in shards that are each cached (`scored_shards`), so a killed run
+resumes at the first unfinished shard. Only `scored_shards` and `gather_scores` need `datasets` and `accelerate`; the rest runs
 where only torch is installed (benchmarks/gpu_path.py).
 """
 
@@ -239,11 +239,10 @@ def longest_first(rows: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return rows[np.argsort(-lengths[rows], kind="stable")]
 
 
-def score_in_shards(
+def scored_shards(
     prepared: Dataset,
     rows: np.ndarray,
     make_scorer: Callable[[Callable[[int], None]], Callable[[dict], dict]],
-    outputs: Sequence[str],
     name: str,
     fingerprint: str,
     cache_dir: Optional[str],
@@ -251,25 +250,25 @@ def score_in_shards(
     desc: str,
     show_progress: bool,
     state=None,
-) -> Dict[str, np.ndarray]:
-    """Each of `outputs` of the `rows` of `prepared`, as an (N,) float64 array (NaN for the other rows).
+    features=None,
+) -> List[Dataset]:
+    """This process's scored shards of the `rows` of `prepared`: Datasets with ``paser_index`` and the scorer's
+    columns (stored as `features` when given).
 
     The rows are scored longest first in shards of `shard_rows` rows; a shard is one `cached_map` of the batched
     function ``make_scorer(progress)`` (which reads ``paser_index``, ``input_ids`` and ``response_start`` and
     calls ``progress(tokens)`` per scored batch) under ``combine(fingerprint, hash of the shard's row ids)``. The
     key depends on the rows and on `fingerprint` only, so a killed run resumes at the first unfinished shard,
     whatever the number of processes. Under an accelerate `state` of P processes, process p scores shards p,
-    p + P, p + 2P, ... and the shards are gathered.
+    p + P, p + 2P, ...
     """
-    from accelerate.utils import gather_object
     from datasets.fingerprint import Hasher
 
     from ..caching import cached_map, combine, progress_bars
 
     process_index, num_processes = (0, 1) if state is None else (state.process_index, state.num_processes)
-    values = {column: np.full(len(prepared), np.nan) for column in outputs}
     if len(rows) == 0:
-        return values
+        return []
     lengths = np.asarray(prepared[schema.LENGTH], dtype=np.int64)
     order = longest_first(rows, lengths)
     shards = [order[start : start + shard_rows] for start in range(0, len(order), shard_rows)]
@@ -282,7 +281,7 @@ def score_in_shards(
     with progress_bars(False):
         for shard in mine:
             before = bar.n
-            scored = cached_map(
+            done.append(cached_map(
                 columns.select(shard),
                 scorer,
                 name,
@@ -291,14 +290,26 @@ def score_in_shards(
                 batched=True,
                 batch_size=MAP_BATCH_ROWS,
                 remove_columns=[schema.INPUT_IDS, schema.RESPONSE_START],
-            )
-            index = np.asarray(scored[schema.INDEX])
-            done.append((index, {column: np.asarray(scored[column], dtype=np.float64) for column in outputs}))
+                features=features,
+            ))
             bar.update(int(lengths[shard].sum()) - (bar.n - before))  # a shard read from the cache
     bar.close()
-    if num_processes > 1:
+    return done
+
+
+def gather_scores(shards: Sequence[Dataset], outputs: Sequence[str], num_rows: int,
+                  state=None) -> Dict[str, np.ndarray]:
+    """Each of `outputs` of every process's `shards` (`scored_shards`), as an (N,) float64 array over the
+    `num_rows` prepared rows (NaN for the rows no shard holds)."""
+    from accelerate.utils import gather_object
+
+    values = {column: np.full(num_rows, np.nan) for column in outputs}
+    done = [(np.asarray(shard[schema.INDEX]), {c: np.asarray(shard[c], dtype=np.float64) for c in outputs})
+            for shard in shards]
+    if state is not None and state.num_processes > 1:
         done = gather_object(done)
     for index, scored in done:
         for column in outputs:
             values[column][index] = scored[column]
     return values
+

@@ -30,7 +30,8 @@ from .degradation import capability_degradation, individual_efficiency
 from .divergence import JsdScorer
 from .embedding import embed_rows, load_embedder
 from .prepare import PreparedRows, prepare_dataset, resolve_format, truncation_warning
-from .scoring import common_vocabulary, model_name, pad_token_id, score_in_shards
+from .scoring import common_vocabulary, gather_scores, model_name, pad_token_id, scored_shards
+from .teacher import attach_stored, check_no_stored_columns, stored_rows, topk_features
 from .timing import Stopwatch
 
 #: Above this share of examined rows rejected by the concept graph, the selector warns (the authors: 12-18%).
@@ -38,9 +39,11 @@ REJECTION_WARNING = 0.30
 
 
 def score_jsd(prepared: Dataset, rows: np.ndarray, original, pruned, tokenizer, vocab: int, config: PaserConfig,
-              state) -> np.ndarray:
-    """The JSD stage: mean response-token JSD (Eq. 4) of each of `rows` (NaN for the others), scored longest
-    first in cached shards keyed by their rows and the models (`score_in_shards`)."""
+              state):
+    """The JSD stage: (mean response-token JSD (Eq. 4) of each of `rows` (NaN for the others), this process's
+    scored shards), scored longest first in cached shards keyed by their rows and the models
+    (`scored_shards`). With ``teacher_topk`` the shards also hold the original model's top-k distributions, under
+    a key that differs from the plain JSD key by k only."""
     fingerprint = combine(
         "jsd-v1",
         prepared._fingerprint,
@@ -49,17 +52,28 @@ def score_jsd(prepared: Dataset, rows: np.ndarray, original, pruned, tokenizer, 
         config.jsd_temperature,
         vocab,
     )
+    features = None
+    if config.teacher_topk:
+        fingerprint = combine(fingerprint, "teacher-topk-v1", config.teacher_topk)
+        features = topk_features(vocab, with_jsd=True)
 
     def make_scorer(progress):
         return JsdScorer(original, pruned, pad_token_id=pad_token_id(tokenizer), vocab=vocab,
                          temperature=config.jsd_temperature, tokens_per_batch=config.scoring_tokens_per_batch,
-                         chunk_tokens=config.jsd_chunk_tokens, progress=progress)
+                         chunk_tokens=config.jsd_chunk_tokens, progress=progress, teacher_topk=config.teacher_topk)
 
-    scores = score_in_shards(
-        prepared, rows, make_scorer, (schema.JSD,), "jsd", fingerprint, config.cache_dir, config.scoring_shard_rows,
-        "PASER: JSD scoring", config.show_progress and state.is_main_process, state,
+    shards = scored_shards(
+        prepared, rows, make_scorer, "jsd", fingerprint, config.cache_dir, config.scoring_shard_rows,
+        "PASER: JSD scoring", config.show_progress and state.is_main_process, state, features=features,
     )
-    return scores[schema.JSD]
+    return gather_scores(shards, (schema.JSD,), len(prepared), state)[schema.JSD], shards
+
+
+def teacher_topk_about(original, tokenizer, config: PaserConfig, chat: bool) -> dict:
+    """What the stored top-k columns are, for the report and the dataset card."""
+    template = "the tokenizer's chat template" if chat else "the Alpaca template (paser_hf.formatting)"
+    return {"model": model_name(original), "k": config.teacher_topk, "temperature": 1.0, "template": template,
+            "max_length": config.max_length, "tokenizer": getattr(tokenizer, "name_or_path", "") or None}
 
 
 def extract_concepts(prepared: Dataset, config: PaserConfig) -> List[List[str]]:
@@ -281,6 +295,8 @@ class PaserDatasetSelector:
         if self.original_model is None or self.pruned_model is None or self.tokenizer is None:
             raise ValueError("PaserDatasetSelector needs original_model, pruned_model and tokenizer.")
         schema.check_reserved_columns(dataset)
+        if self.config.teacher_topk:
+            check_no_stored_columns(dataset)
         cfg, original, pruned, tokenizer = self.config, self.original_model, self.pruned_model, self.tokenizer
         state = PartialState(cpu=not torch.cuda.is_available())
         dataset_format = resolve_format(dataset, cfg, self.formatting_func)
@@ -299,7 +315,8 @@ class PaserDatasetSelector:
                 embedder = self.embedder if self.embedder is not None else load_embedder(cfg.embedding_model)
                 embeddings = embed_rows(prepared, embedder, cfg, state)
             with stopwatch("divergence"):
-                jsd = score_jsd(prepared, np.flatnonzero(candidates), original, pruned, tokenizer, vocab, cfg, state)
+                jsd, shards = score_jsd(prepared, np.flatnonzero(candidates), original, pruned, tokenizer, vocab, cfg,
+                                        state)
 
             outcome = None
             if state.is_main_process:
@@ -318,7 +335,9 @@ class PaserDatasetSelector:
                 report = selection_report(
                     dataset, budget, clustering, inputs, result, rows, status, cfg, dataset_format,
                     models={"original": model_name(original), "pruned": model_name(pruned), "vocabulary": vocab,
-                            "paser_hf_version": __version__, "dataset_fingerprint": dataset._fingerprint},
+                            "paser_hf_version": __version__, "dataset_fingerprint": dataset._fingerprint,
+                            **({"teacher_topk": teacher_topk_about(original, tokenizer, cfg, chat)}
+                               if cfg.teacher_topk else {})},
                     timings=stopwatch.timings(),
                 )
                 outcome = (report, scores_table(inputs, jsd, concepts, status), result.selected, clustering,
@@ -342,4 +361,6 @@ class PaserDatasetSelector:
             if cfg.keep_scores:
                 for column in schema.SCORE_COLUMNS:
                     subset = subset.add_column(column, np.asarray(scores[column])[selected].tolist())
+            if cfg.teacher_topk:
+                subset = attach_stored(subset, stored_rows(shards, selected, state))
         return subset

@@ -1,9 +1,8 @@
 """The chunked distillation losses against a slow per-position reference."""
 
-import math
-
 import pytest
 import torch
+from fixtures import reference_divergence
 
 from paser_hf.recovery.losses import (
     LogitHead,
@@ -12,24 +11,6 @@ from paser_hf.recovery.losses import (
     distillation_loss,
     divergence,
 )
-
-
-def reference_divergence(student_row, teacher_row, kind, temperature, beta):
-    """One position, float64, written out from the definitions."""
-    q = torch.softmax(student_row.double() / temperature, -1).tolist()
-    p = torch.softmax(teacher_row.double() / temperature, -1).tolist()
-
-    def kl(a, b):
-        return sum(x * (math.log(x) - math.log(y)) for x, y in zip(a, b) if x > 0)
-
-    if kind == "forward_kl":
-        value = kl(p, q)
-    elif kind == "reverse_kl":
-        value = kl(q, p)
-    else:
-        m = [beta * x + (1 - beta) * y for x, y in zip(p, q)]
-        value = beta * kl(p, m) + (1 - beta) * kl(q, m)
-    return value * temperature**2
 
 
 def reference_loss(student_logits, teacher_logits, labels, kind, temperature, beta):

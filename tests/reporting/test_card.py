@@ -159,3 +159,24 @@ def test_save_selection_reloads_with_load_from_disk(bundle, tmp_path):
     assert PaserConfig(**yaml.safe_load((folder / "paser_config.yaml").read_text())).to_dict() == report.config
     for name in FIGURES:
         assert (folder / "report" / f"{name}.png").stat().st_size > 10_000
+
+
+def test_saved_subset_carries_the_teacher_top_k_and_the_card_says_what_it_is(tmp_path):
+    report = synthetic_report(details=False)
+    report.models["teacher_topk"] = {"model": "org/original-model", "k": 2, "temperature": 1.0,
+                                     "template": "the tokenizer's chat template", "max_length": 1024}
+    subset = Dataset.from_dict({
+        "instruction": ["a", "b"], "teacher_topk_ids": [[3, 4], [5, 6]], "teacher_topk_logprobs": [[-0.1, -3], [-1, -2]],
+        "teacher_tail_logmass": [[-4.0], [-0.9]], "teacher_topk_start": [2, 3], "teacher_topk_count": [1, 1],
+        "teacher_topk_input_hash": [11, 12],
+    })
+    folder = save_selection(subset, tmp_path / "with", report=report)
+    assert load_from_disk(str(folder))["teacher_topk_ids"] == [[3, 4], [5, 6]]
+    card = DatasetCard.load(folder / "README.md")
+    assert card.data.to_dict()["paser"]["teacher_topk"]["k"] == 2
+    assert "top-2 next-token distribution of `org/original-model` at temperature 1" in card.text
+    assert "chat template" in card.text and "1024 tokens" in card.text
+
+    folder = save_selection(subset, tmp_path / "without", report=report, include_teacher_topk=False)
+    assert load_from_disk(str(folder)).column_names == ["instruction"]
+    assert "teacher_topk" not in DatasetCard.load(folder / "README.md").text

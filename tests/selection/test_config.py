@@ -33,6 +33,8 @@ def test_bad_budgets(bad):
         ({"min_clusters": 1}, "min_clusters"),
         ({"min_clusters": 5, "max_clusters": 4}, "max_clusters"),
         ({"jsd_temperature": 0}, "jsd_temperature"),
+        ({"teacher_topk": -1}, "teacher_topk"),
+        ({"teacher_topk": 2.5}, "teacher_topk"),
         ({"max_length": 0}, "max_length"),
         ({"concept_source": "output"}, "concept_source"),
         ({"max_concept_words": 0}, "max_concept_words"),
