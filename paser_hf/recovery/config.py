@@ -24,7 +24,8 @@ class RecoveryConfig(SFTConfig):
     Defaults that differ from trl's on a machine without an accelerator (trl's hold elsewhere): ``use_cpu=True``;
     ``bf16`` (autocast) on where the CPU multiplies bfloat16 natively (`paser_hf.models.native_bf16`) and off
     elsewhere, where trl's default ``bf16=True`` fails; ``gradient_checkpointing`` off, since recomputing the forward
-    costs a third of a CPU step and CPU memory is rarely what limits recovery. Setting any of them explicitly wins.
+    costs a third of a CPU step and CPU memory is rarely what limits recovery; ``chunked_ce`` on and
+    ``checkpoint_head_chunks`` off. Setting any of them explicitly wins.
     """
 
     _VALID_DICT_FIELDS = SFTConfig._VALID_DICT_FIELDS + ["teacher_model_init_kwargs"]
@@ -67,6 +68,22 @@ class RecoveryConfig(SFTConfig):
         metadata={
             "help": "Completion tokens whose vocabulary-sized logits are alive at once in the distillation loss. "
             "Larger is faster, smaller uses less memory."
+        },
+    )
+    chunked_ce: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Compute the SFT cross-entropy from the completion tokens' final hidden states through the LM "
+            "head in chunks, as distillation does (no entropy metric), instead of trl's fused head over every "
+            "position. None: on on CPU, where trl's head took half of a LoRA step, off with an accelerator."
+        },
+    )
+    checkpoint_head_chunks: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Recompute each chunk's vocabulary-sized logits in the backward pass of the chunked losses "
+            "(distillation, chunked_ce) instead of keeping them: memory for one chunk x V instead of every completion "
+            "token x V, at the cost of running the LM heads twice. None: on with an accelerator, off on CPU."
         },
     )
     kd_schedule: str = field(
@@ -125,4 +142,8 @@ class RecoveryConfig(SFTConfig):
                 self.bf16 = not self.fp16 and native_bf16("cpu")
         if self.gradient_checkpointing is None:
             self.gradient_checkpointing = not on_cpu
+        if self.chunked_ce is None:
+            self.chunked_ce = on_cpu
+        if self.checkpoint_head_chunks is None:
+            self.checkpoint_head_chunks = not on_cpu
         super().__post_init__()

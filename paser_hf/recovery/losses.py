@@ -29,6 +29,12 @@ KD_LOSSES = ("forward_kl", "reverse_kl", "jsd")
 IGNORE_INDEX = -100
 
 
+def tempered_log_softmax(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """``log_softmax(z / T)`` in float32 (no division at T = 1)."""
+    logits = logits.float()
+    return F.log_softmax(logits if temperature == 1.0 else logits / temperature, dim=-1)
+
+
 def divergence(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
@@ -42,18 +48,21 @@ def divergence(
     """
     if kind not in KD_LOSSES:
         raise ValueError(f"Unknown kd_loss {kind!r}; expected one of {KD_LOSSES}.")
-    log_q = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    log_p = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    return log_prob_divergence(tempered_log_softmax(student_logits, temperature),
+                               tempered_log_softmax(teacher_logits, temperature), kind, beta) * temperature**2
+
+
+def log_prob_divergence(log_q: torch.Tensor, log_p: torch.Tensor, kind: str = "forward_kl",
+                        beta: float = 0.5) -> torch.Tensor:
+    """`divergence` from the student's and the teacher's log-probabilities, without the T^2 factor."""
     if kind == "forward_kl":
-        per_token = F.kl_div(log_q, log_p, reduction="none", log_target=True).sum(-1)
-    elif kind == "reverse_kl":
-        per_token = F.kl_div(log_p, log_q, reduction="none", log_target=True).sum(-1)
-    else:
-        log_m = torch.logaddexp(log_p + math.log(beta), log_q + math.log1p(-beta))
-        kl_p = F.kl_div(log_m, log_p, reduction="none", log_target=True).sum(-1)
-        kl_q = F.kl_div(log_m, log_q, reduction="none", log_target=True).sum(-1)
-        per_token = beta * kl_p + (1.0 - beta) * kl_q
-    return per_token * temperature**2
+        return F.kl_div(log_q, log_p, reduction="none", log_target=True).sum(-1)
+    if kind == "reverse_kl":
+        return F.kl_div(log_p, log_q, reduction="none", log_target=True).sum(-1)
+    log_m = torch.logaddexp(log_p + math.log(beta), log_q + math.log1p(-beta))
+    kl_p = F.kl_div(log_m, log_p, reduction="none", log_target=True).sum(-1)
+    kl_q = F.kl_div(log_m, log_q, reduction="none", log_target=True).sum(-1)
+    return beta * kl_p + (1.0 - beta) * kl_q
 
 
 def completion_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,6 +138,7 @@ def chunked_head_losses(
     beta: float = 0.5,
     kd_vocab_size: int | None = None,
     chunk_size: int = 256,
+    recompute: bool = True,
 ) -> HeadLosses:
     """Distillation and cross-entropy sums from final hidden states of the completion tokens, chunk by chunk.
 
@@ -136,8 +146,9 @@ def chunked_head_losses(
     rows selected with `completion_positions`. Per chunk: ``z_s = student_head(h_s)``, ``z_t = teacher_head(h_t)``
     (no gradient); ``ce = -log_softmax(z_s)[target]`` over the student's whole vocabulary; the divergence over the
     first ``kd_vocab_size`` ids (the ids both heads share). With gradients enabled each chunk runs under
-    `torch.utils.checkpoint`: the backward pass recomputes that chunk's logits (both heads' matmuls) rather than
-    storing them, so one chunk's ``chunk_size x V`` tensors are alive at a time.
+    `torch.utils.checkpoint` (with `recompute`): the backward pass recomputes that chunk's logits (both heads'
+    matmuls) rather than storing them, so one chunk's ``chunk_size x V`` tensors are alive at a time. Without it
+    every chunk's tensors stay alive until the backward pass, which then does not run the heads again.
     """
     device = student_hidden.device
 
@@ -145,26 +156,47 @@ def chunked_head_losses(
         z_s = student_head(h_s).to(device)
         with torch.no_grad():
             z_t = teacher_head(h_t).to(device)
-        log_probs = F.log_softmax(z_s.float(), dim=-1)
-        ce = -log_probs.gather(-1, y[:, None]).sum()
         vocab = kd_vocab_size or min(z_s.size(-1), z_t.size(-1))
-        kd = divergence(z_s[:, :vocab], z_t[:, :vocab], kind, temperature, beta).sum()
+        log_probs = tempered_log_softmax(z_s)
+        ce = F.nll_loss(log_probs, y, reduction="sum")
+        # one student log-softmax serves the CE and the divergence when neither the temperature nor the vocabulary
+        # changes it (the usual case): a vocabulary-sized pass and its backward saved per chunk
+        same = temperature == 1.0 and vocab == z_s.size(-1)
+        log_q = log_probs if same else tempered_log_softmax(z_s[:, :vocab], temperature)
+        with torch.no_grad():
+            log_p = tempered_log_softmax(z_t[:, :vocab], temperature)
+        kd = log_prob_divergence(log_q, log_p, kind, beta).sum() * temperature**2
         correct = (z_s.detach().argmax(-1) == y).sum()
         return kd, ce, correct
 
-    return sum_over_chunks(one_chunk, (student_hidden, teacher_hidden, targets), chunk_size)
+    return sum_over_chunks(one_chunk, (student_hidden, teacher_hidden, targets), chunk_size, recompute)
 
 
-def sum_over_chunks(one_chunk, tensors, chunk_size: int) -> HeadLosses:
+def chunked_ce_losses(student_hidden: torch.Tensor, targets: torch.Tensor, student_head: LogitHead,
+                      chunk_size: int = 256, recompute: bool = True) -> HeadLosses:
+    """`chunked_head_losses` without a teacher: the cross-entropy sum ``-sum_t log_softmax(z_t)[y_t]`` and the top-1
+    hits of the completion tokens from their final hidden states, chunk by chunk; ``kd_sum`` is 0."""
+    device = student_hidden.device
+
+    def one_chunk(h_s: torch.Tensor, y: torch.Tensor):
+        z_s = student_head(h_s).to(device)
+        ce = F.cross_entropy(z_s.float(), y, reduction="sum")
+        return ce.new_zeros(()), ce, (z_s.detach().argmax(-1) == y).sum()
+
+    return sum_over_chunks(one_chunk, (student_hidden, targets), chunk_size, recompute)
+
+
+def sum_over_chunks(one_chunk, tensors, chunk_size: int, recompute: bool = True) -> HeadLosses:
     """`HeadLosses` summed over ``one_chunk(*chunk)`` for consecutive chunks of `chunk_size` rows of `tensors` (the
-    first is the student's hidden states); with gradients enabled each chunk runs under `torch.utils.checkpoint`."""
+    first is the student's hidden states); with gradients enabled and `recompute` each chunk runs under
+    `torch.utils.checkpoint`."""
     hidden = tensors[0]
     # Starting from zero * hidden keeps the result attached to the graph when there is no completion token.
     zero = hidden.sum().float() * 0.0
     kd_sum, ce_sum, num_correct = zero, zero, torch.zeros((), dtype=torch.long, device=hidden.device)
     for start in range(0, hidden.size(0), chunk_size):
         args = tuple(t[start : start + chunk_size] for t in tensors)
-        if torch.is_grad_enabled():
+        if recompute and torch.is_grad_enabled():
             kd, ce, correct = checkpoint(one_chunk, *args, use_reentrant=False, preserve_rng_state=False)
         else:
             kd, ce, correct = one_chunk(*args)

@@ -93,21 +93,21 @@ def stored_divergence(student_logits: torch.Tensor, ids: torch.Tensor, logprobs:
 
 def stored_head_losses(student_hidden: torch.Tensor, targets: torch.Tensor, student_head: LogitHead,
                        stored: StoredTargets, kind: str = "forward_kl", temperature: float = 1.0, beta: float = 0.5,
-                       chunk_size: int = 256) -> HeadLosses:
+                       chunk_size: int = 256, recompute: bool = True) -> HeadLosses:
     """Distillation and cross-entropy sums of the completion tokens against `stored`, chunk by chunk, as
     `paser_hf.recovery.losses.chunked_head_losses` does with a teacher model: per chunk z_s = head(h_s),
     ce = -log_softmax(z_s)[target], kd = `stored_divergence`; under gradients each chunk runs in
-    `torch.utils.checkpoint`, so one chunk's (chunk_size, V) logits are alive at a time."""
+    `torch.utils.checkpoint` (with `recompute`), so one chunk's (chunk_size, V) logits are alive at a time."""
     device = student_hidden.device
 
     def one_chunk(h_s, y, ids, logprobs, tail):
         z_s = student_head(h_s).to(device)
-        ce = -F.log_softmax(z_s.float(), dim=-1).gather(-1, y[:, None]).sum()
+        ce = F.cross_entropy(z_s.float(), y, reduction="sum")
         kd = stored_divergence(z_s, ids, logprobs, tail, kind, temperature, beta).sum()
         return kd, ce, (z_s.detach().argmax(-1) == y).sum()
 
     return sum_over_chunks(one_chunk, (student_hidden, targets, stored.ids, stored.logprobs, stored.tail),
-                           chunk_size)
+                           chunk_size, recompute)
 
 
 def stored_batch(rows) -> dict:

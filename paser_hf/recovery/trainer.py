@@ -1,8 +1,9 @@
 """`RecoveryTrainer`: LoRA SFT and logit distillation from the unpruned teacher (paper Sec. 4, App. F).
 
 ``loss = (1 - kd_alpha) * CE + kd_alpha * KD``, both means over the completion tokens (the tokens whose label is not
--100, the mask `trl.SFTTrainer` builds). ``kd_alpha = 0`` is `trl.SFTTrainer` unchanged; ``kd_alpha = 1`` is the
-paper's pure KD (App. F). `RecoveryTrainer` changes only `compute_loss` and adds a teacher.
+-100, the mask `trl.SFTTrainer` builds). ``kd_alpha = 0`` is `trl.SFTTrainer`'s loss (computed by trl, or with
+``chunked_ce`` from the completion tokens' hidden states); ``kd_alpha = 1`` is the paper's pure KD (App. F).
+`RecoveryTrainer` changes only `compute_loss` and adds a teacher.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from trl.trainer.utils import (
 from ..formatting import to_trl_dataset
 from ..paper import PASER_PAPER
 from .config import RecoveryConfig
-from .losses import LogitHead, chunked_head_losses, completion_positions
+from .losses import LogitHead, chunked_ce_losses, chunked_head_losses, completion_positions
 from .offline import (
     STORED_COLUMNS,
     StoredTargetsCollator,
@@ -92,12 +93,14 @@ class RecoveryTrainer(SFTTrainer):
     - ``__init__`` maps Alpaca columns to prompt-completion (so a `PaserDatasetSelector` subset trains on the tokens
       PASER scored), then loads, checks and prepares the teacher after `SFTTrainer.__init__` has built the
       accelerator.
-    - ``compute_loss``: with ``kd_alpha == 0`` (or in the SFT stage of a staged schedule) it is `SFTTrainer`'s. Else
-      the student runs without labels and with ``output_hidden_states=True, logits_to_keep=1``: the ordinary forward
+    - ``compute_loss``: with ``kd_alpha == 0`` (or in the SFT stage of a staged schedule) and ``chunked_ce`` off it is
+      `SFTTrainer`'s. Else the student runs without labels and with ``output_hidden_states=True, logits_to_keep=1``: the ordinary forward
       through every wrapper (DDP, FSDP, DeepSpeed, PEFT), which skips trl's fused LM head (it returns no logits) and
       the model's own full-sequence logits. The final hidden states of the completion positions of both models then
       go through their LM heads chunk by chunk (`paser_hf.recovery.losses.chunked_head_losses`), which gives the KD
-      term and the CE term from the same student logits.
+      term and the CE term from the same student logits; SFT with ``chunked_ce`` takes the CE term alone
+      (`chunked_ce_losses`). On CPU that halved the time the LM head took: trl's fused head runs over every position
+      and computes the per-token entropy metric, forward and backward.
 
     The teacher is frozen (``requires_grad=False``), in eval mode with dropout off, and prepared like trl prepares
     reference models: `prepare_deepspeed` under DeepSpeed (sharded under ZeRO-3), `prepare_fsdp` under FSDP, else
@@ -277,7 +280,7 @@ class RecoveryTrainer(SFTTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         kd_alpha = self.current_kd_alpha()
         stored = pop_stored_targets(inputs)
-        if kd_alpha == 0.0:
+        if kd_alpha == 0.0 and not self.uses_chunked_ce():
             return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
         mode = "train" if self.model.training else "eval"
@@ -290,7 +293,10 @@ class RecoveryTrainer(SFTTrainer):
         # the heads run outside the models' forward, so under bf16 mixed precision they need the autocast
         # accelerate puts around each forward; the divergence maths stays float32 (`losses.divergence`)
         with self.accelerator.autocast():
-            if stored is not None:
+            if kd_alpha == 0.0:
+                losses = chunked_ce_losses(student_hidden[:, :-1][mask], targets, self._logit_head(model),
+                                           self.args.kd_chunk_size, self.args.checkpoint_head_chunks)
+            elif stored is not None:
                 losses = self._stored_losses(model, student_hidden[:, :-1][mask], targets, stored, mask)
             else:
                 losses = self._teacher_losses(model, student_hidden, hidden_inputs, targets, mask)
@@ -307,13 +313,19 @@ class RecoveryTrainer(SFTTrainer):
                 return loss, model(**model_inputs)
         return loss
 
+    def uses_chunked_ce(self) -> bool:
+        """`RecoveryConfig.chunked_ce`, where the loss is plain token-level NLL (trl keeps its own path for DFT,
+        label smoothing, a custom `compute_loss_func` and MoE auxiliary losses)."""
+        return bool(self.args.chunked_ce) and self.args.loss_type == "nll" and self.label_smoother is None and (
+            self.compute_loss_func is None and not self.aux_loss_enabled)
+
     def _stored_losses(self, model, student_hidden, targets, stored, mask):
         """KD and CE sums against the stored teacher distributions (`paser_hf.recovery.offline`)."""
         head = self._logit_head(model)
         check_stored_batch(stored, mask, head.weight.size(0))
         return stored_head_losses(student_hidden, targets, head, stored, kind=self.args.kd_loss,
                                   temperature=self.args.kd_temperature, beta=self.args.kd_jsd_beta,
-                                  chunk_size=self.args.kd_chunk_size)
+                                  chunk_size=self.args.kd_chunk_size, recompute=self.args.checkpoint_head_chunks)
 
     def _teacher_losses(self, model, student_hidden, hidden_inputs, targets, mask):
         """KD and CE sums against the teacher model run on the batch."""
@@ -333,13 +345,15 @@ class RecoveryTrainer(SFTTrainer):
             beta=self.args.kd_jsd_beta,
             kd_vocab_size=self.kd_vocab_size,
             chunk_size=self.args.kd_chunk_size,
+            recompute=self.args.checkpoint_head_chunks,
         )
 
     def _record_kd_metrics(self, mode, inputs, mask, losses) -> None:
         gather = self.accelerator.gather_for_metrics
         count = gather(mask.sum()).sum().clamp(min=1)
         metrics = self._metrics[mode]
-        metrics["kd_loss"].append((gather(losses.kd_sum.detach()).sum() / count).item())
+        if self.current_kd_alpha() > 0.0:
+            metrics["kd_loss"].append((gather(losses.kd_sum.detach()).sum() / count).item())
         metrics["ce_loss"].append((gather(losses.ce_sum.detach()).sum() / count).item())
         metrics["mean_token_accuracy"].append((gather(losses.num_correct).sum() / count).item())
         if mode == "train":

@@ -142,15 +142,19 @@ def test_kd_alpha_zero_is_exactly_sft(tmp_path):
     sft = SFTTrainer(model=tiny_llama(seed=3), args=SFTConfig(output_dir=str(tmp_path / "sft"), **COMMON),
                      train_dataset=data, processing_class=tok, peft_config=lora())
     rec = RecoveryTrainer(model=tiny_llama(seed=3), teacher_model=tiny_llama(seed=4),
-                          args=recovery_config(tmp_path / "rec", kd_alpha=0.0),
+                          args=recovery_config(tmp_path / "rec", kd_alpha=0.0, chunked_ce=False),
                           train_dataset=Dataset.from_list(ALPACA), processing_class=tok, peft_config=lora())
-    assert rec.teacher_model is None
+    chunked = RecoveryTrainer(model=tiny_llama(seed=3), args=recovery_config(tmp_path / "chunked", kd_alpha=0.0),
+                              train_dataset=Dataset.from_list(ALPACA), processing_class=tok, peft_config=lora())
+    assert rec.teacher_model is None and chunked.args.chunked_ce  # the CPU default
     batch = first_batch(sft)
     assert torch.equal(batch["labels"], first_batch(rec)["labels"])
     with torch.no_grad():
         want = sft.compute_loss(sft.model, dict(batch))
         got = rec.compute_loss(rec.model, dict(batch))
-    assert torch.equal(got, want)
+        from_hidden_states = chunked.compute_loss(chunked.model, dict(batch))
+    assert torch.equal(got, want)  # trl's own path
+    assert torch.allclose(from_hidden_states, want, rtol=1e-5)  # the same sum, added in another order
 
 
 def chat_rows():
@@ -295,3 +299,33 @@ def test_bf16_autocast_keeps_loss_and_gradients_within_bf16_tolerance(tmp_path, 
     cosine = F.cosine_similarity(grads16, grads32, dim=0)
     assert cosine > 0.99 and (grads16.norm() / grads32.norm() - 1).abs() < 0.05
     assert not torch.equal(grads16, grads32)  # the autocast did run in bf16
+
+
+def test_chunked_ce_gives_trls_loss_and_gradients(tmp_path):
+    """SFT through the chunked head on the completion tokens equals trl's fused-head loss in float32."""
+    results = {}
+    for chunked in (False, True):
+        torch.manual_seed(0)
+        student = pruned(peaked(tied_llama(seed=1), seed=1))
+        config = recovery_config(tmp_path / str(chunked), chunked_ce=chunked, kd_chunk_size=5)
+        trainer = RecoveryTrainer(model=student, args=config, train_dataset=Dataset.from_list(ALPACA),
+                                  processing_class=tiny_tokenizer(), peft_config=lora(init_lora_weights=False))
+        model = trainer.accelerator.prepare_model(trainer.model)
+        batch = first_batch(trainer)
+        loss = trainer.compute_loss(model, dict(batch))
+        loss.backward()
+        grads = torch.cat([p.grad.flatten() for n, p in model.named_parameters() if "lora_" in n])
+        reference = reference_ce(full_logits(model, batch), batch["labels"])
+        results[chunked] = (loss.detach(), grads, reference, trainer._metrics["train"])
+    (loss_trl, grads_trl, reference, trl_metrics), (loss_ours, grads_ours, _, our_metrics) = results[False], results[True]
+    assert torch.allclose(loss_ours, reference, rtol=1e-5) and torch.allclose(loss_trl, reference, rtol=1e-5)
+    assert torch.allclose(grads_ours, grads_trl, rtol=1e-4, atol=1e-6)
+    assert "entropy" in trl_metrics and "entropy" not in our_metrics and "kd_loss" not in our_metrics
+    assert our_metrics["ce_loss"][-1] == pytest.approx(loss_ours.item(), rel=1e-5)
+
+
+def test_chunked_ce_leaves_dft_to_trl(tmp_path):
+    config = recovery_config(tmp_path, chunked_ce=True, loss_type="dft")
+    trainer = RecoveryTrainer(model=tied_llama(), args=config, train_dataset=Dataset.from_list(ALPACA),
+                              processing_class=tiny_tokenizer(), peft_config=lora())
+    assert config.chunked_ce and not trainer.uses_chunked_ce()
