@@ -82,15 +82,17 @@ def device() -> str:
 
 
 def check_model(spec: Optional[str], what: str) -> None:
-    """Say on stderr which model `what` is (`None`: the built-in default); a missing local folder is an error."""
-    from ..models import DEFAULT_MODEL_NAME, looks_like_path
+    """Say on stderr which model `what` is (`None`: the built-in default); a missing local folder, or one that holds
+    no causal LM (`paser_hf.models.check_causal_lm`), is a one-line error before anything is loaded."""
+    from ..models import DEFAULT_MODEL_NAME, check_causal_lm, looks_like_path
 
     if spec is None:
         print(f"{what}: {DEFAULT_MODEL_NAME} (built-in offline default)", file=sys.stderr)
-    elif looks_like_path(spec) and not Path(spec).expanduser().exists():
+        return
+    if looks_like_path(spec) and not Path(spec).expanduser().exists():
         raise FileNotFoundError(f"{what} {spec}: no such folder")
-    else:
-        print(f"{what}: {spec}", file=sys.stderr)
+    check_causal_lm(spec)
+    print(f"{what}: {spec}", file=sys.stderr)
 
 
 def load_model(spec: Optional[str], dtype: str, what: str):

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from ..selection import schema
 from ..selection.teacher import sequence_hash
-from .losses import IGNORE_INDEX, KD_LOSSES, HeadLosses, LogitHead, sum_over_chunks
+from .losses import IGNORE_INDEX, KD_LOSSES, HeadLosses, LogitHead, sum_over_chunks, tempered_log_softmax
 
 STORED_COLUMNS = schema.TEACHER_COLUMNS
 
@@ -70,7 +70,15 @@ def stored_divergence(student_logits: torch.Tensor, ids: torch.Tensor, logprobs:
                       kind: str = "forward_kl", temperature: float = 1.0, beta: float = 0.5) -> torch.Tensor:
     """T^2 times the divergence between the stored teacher distribution (top-k + rest, see the module docstring)
     and the student's, per row of `student_logits` (N, V); `ids`, `logprobs` (N, k) and `tail` (N,)."""
-    log_q = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    return stored_log_prob_divergence(tempered_log_softmax(student_logits, temperature), ids, logprobs, tail, kind,
+                                      temperature, beta)
+
+
+def stored_log_prob_divergence(log_q: torch.Tensor, ids: torch.Tensor, logprobs: torch.Tensor, tail: torch.Tensor,
+                               kind: str = "forward_kl", temperature: float = 1.0, beta: float = 0.5) -> torch.Tensor:
+    """`stored_divergence` from the student's tempered log-probabilities `log_q` (N, V). The student's rest is
+    log(1 - sum_j q_{i_j}) = log(-expm1(logsumexp_j log q_{i_j})), from the k gathered values alone: no second
+    vocabulary-sized pass."""
     vocab, k = log_q.size(-1), ids.size(-1)
     with_rest = k < vocab
     log_p = logprobs.float()
@@ -86,7 +94,8 @@ def stored_divergence(student_logits: torch.Tensor, ids: torch.Tensor, logprobs:
     top_q = log_q.gather(-1, ids)
     if not with_rest:
         return outcome_divergence(log_p, top_q, kind, beta) * temperature**2
-    rest_q = torch.logsumexp(log_q.scatter(-1, ids, float("-inf")), dim=-1, keepdim=True)
+    top_mass = torch.logsumexp(top_q, dim=-1, keepdim=True).clamp(max=0.0)
+    rest_q = torch.log(-torch.expm1(top_mass).clamp(max=-torch.finfo(top_q.dtype).tiny))
     return outcome_divergence(torch.cat([log_p, rest], -1), torch.cat([top_q, rest_q], -1), kind, beta) \
         * temperature**2
 
@@ -102,8 +111,10 @@ def stored_head_losses(student_hidden: torch.Tensor, targets: torch.Tensor, stud
 
     def one_chunk(h_s, y, ids, logprobs, tail):
         z_s = student_head(h_s).to(device)
-        ce = F.cross_entropy(z_s.float(), y, reduction="sum")
-        kd = stored_divergence(z_s, ids, logprobs, tail, kind, temperature, beta).sum()
+        log_probs = tempered_log_softmax(z_s)
+        ce = F.nll_loss(log_probs, y, reduction="sum")
+        log_q = log_probs if temperature == 1.0 else tempered_log_softmax(z_s, temperature)  # one pass at T = 1
+        kd = stored_log_prob_divergence(log_q, ids, logprobs, tail, kind, temperature, beta).sum()
         return kd, ce, (z_s.detach().argmax(-1) == y).sum()
 
     return sum_over_chunks(one_chunk, (student_hidden, targets, stored.ids, stored.logprobs, stored.tail),

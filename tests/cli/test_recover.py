@@ -51,3 +51,13 @@ def test_recover_without_a_model_is_one_line_and_exit_2(files, tmp_path, capsys)
     assert main(["recover", "--dataset", files["data"], "--output_dir", str(tmp_path / "x")]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last == "paser: error: give the pruned model to recover with --model_name_or_path"
+
+
+def test_recover_says_in_one_line_when_the_model_folder_holds_no_model(files, tmp_path, capsys):
+    empty = tmp_path / "not-a-model"
+    empty.mkdir()
+    assert main(["recover", "--model_name_or_path", str(empty), "--dataset", files["data"],
+                 "--output_dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("paser: error:") and "no config.json, so not a saved model" in err[-1]
+    assert not (tmp_path / "out").exists()
