@@ -59,6 +59,35 @@ class PeakRss:
         self.thread.join()
 
 
+def step_timer():
+    """A `transformers.TrainerCallback` that records the wall-clock (``times``) and process CPU seconds
+    (``cpu_times``) of each optimizer step (CPU time is steadier on a shared machine)."""
+    from transformers import TrainerCallback
+
+    class StepTimes(TrainerCallback):
+        def __init__(self):
+            self.times, self.cpu_times, self.start = [], [], None
+
+        def on_step_begin(self, *_, **__):
+            self.start = (time.perf_counter(), time.process_time())
+
+        def on_step_end(self, *_, **__):
+            self.times.append(time.perf_counter() - self.start[0])
+            self.cpu_times.append(time.process_time() - self.start[1])
+
+    return StepTimes()
+
+
+def long_rows(count: int, max_length: int, offset: int = 0, path: Path = MIX_TRAIN):
+    """`count` rows of `path` from the `offset`-th on, among those with at least 6 characters per token of
+    `max_length` (instruction + input + output), so each one fills `max_length` tokens."""
+    from datasets import load_dataset
+
+    data = load_dataset("json", data_files=str(path), split="train")
+    data = data.filter(lambda r: len(r["instruction"]) + len(r["input"] or "") + len(r["output"]) >= 6 * max_length)
+    return data.select(range(offset, offset + count))
+
+
 def run_child(script, *args: str) -> dict:
     """Run `python script args` in a fresh process, so its peak RSS is its own, and return the JSON object it
     printed on its last stdout line (`emit`). Exits with the child's stderr tail if it fails."""

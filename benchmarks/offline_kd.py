@@ -24,17 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import MIX_TRAIN, RESULTS, PeakRss, emit, run_child
+from harness import RESULTS, PeakRss, emit, long_rows, run_child, step_timer
 
 CAPTURE_K = 64  # the k whose capture overhead is measured
-
-
-def rows(count: int, offset: int, max_length: int):
-    from datasets import load_dataset
-
-    data = load_dataset("json", data_files=str(MIX_TRAIN), split="train")
-    data = data.filter(lambda r: len(r["instruction"]) + len(r["input"] or "") + len(r["output"]) >= 6 * max_length)
-    return data.select(range(offset, offset + count))
 
 
 def models():
@@ -66,7 +58,7 @@ def run_capture(args) -> dict:
     from paser_hf.selection.teacher import capture_teacher_topk
 
     teacher, student, tokenizer = models()
-    train = rows(args.batch_size * args.steps, 0, args.max_length)
+    train = long_rows(args.batch_size * args.steps, args.max_length)
     config = PaserConfig(max_length=args.max_length, show_progress=False)
     out = {"bytes_per_token": {}, "capture_seconds": {}}
     for k in args.ks:
@@ -118,7 +110,6 @@ def run_variant(args) -> dict:
     import torch
     from datasets import load_from_disk
     from peft import LoraConfig
-    from transformers import TrainerCallback
 
     from paser_hf import RecoveryConfig, RecoveryTrainer
     from paser_hf.models import load_model_and_tokenizer
@@ -127,20 +118,10 @@ def run_variant(args) -> dict:
     if args.variant.startswith("offline"):
         train = load_from_disk(str(Path(args.work) / f"topk{args.variant.rsplit('k', 1)[1]}"))
     else:
-        train = rows(args.batch_size * args.steps, 0, args.max_length)
-    heldout = rows(args.heldout_rows, args.batch_size * args.steps, args.max_length)
+        train = long_rows(args.batch_size * args.steps, args.max_length)
+    heldout = long_rows(args.heldout_rows, args.max_length, offset=args.batch_size * args.steps)
     training_teacher = teacher if args.variant == "online_kd" else None
     del teacher  # SFT and offline KD train with no teacher in memory; it is loaded again for the held-out KL
-
-    class StepTimes(TrainerCallback):
-        def __init__(self):
-            self.times, self.start = [], None
-
-        def on_step_begin(self, *_, **__):
-            self.start = time.perf_counter()
-
-        def on_step_end(self, *_, **__):
-            self.times.append(time.perf_counter() - self.start)
 
     config = RecoveryConfig(
         output_dir=tempfile.mkdtemp(), use_cpu=not torch.cuda.is_available(), bf16=False, report_to="none",
@@ -148,7 +129,7 @@ def run_variant(args) -> dict:
         max_length=args.max_length, learning_rate=1e-4, logging_steps=1, disable_tqdm=True, dataloader_num_workers=0,
         seed=0, kd_alpha=0.0 if args.variant == "sft" else 1.0,
     )
-    timer = StepTimes()
+    timer = step_timer()
     trainer = RecoveryTrainer(
         model=student, teacher_model=training_teacher, args=config, train_dataset=train, processing_class=tokenizer,
         peft_config=LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear"), callbacks=[timer],

@@ -29,11 +29,10 @@ import copy
 import json
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from harness import MIX_TRAIN, RESULTS, emit, run_child
+from harness import RESULTS, PeakRss, emit, long_rows, run_child, step_timer
 
 VARIANTS = ("forward", "sft_trl_defaults", "sft", "sft_dropout", "kd", "naive_kd")
 DEFAULT_VARIANTS = ("forward", "sft_trl_defaults", "sft", "kd")
@@ -49,14 +48,6 @@ def prune_rows_by_magnitude(model, sparsity: float = 0.5) -> None:
                 weight = module.weight
                 k = int(weight.size(1) * sparsity)
                 weight.scatter_(1, weight.abs().argsort(dim=1)[:, :k], 0.0)
-
-
-def long_rows(count: int, min_chars: int):
-    from datasets import load_dataset
-
-    data = load_dataset("json", data_files=str(MIX_TRAIN), split="train")
-    data = data.filter(lambda r: len(r["instruction"]) + len(r["input"] or "") + len(r["output"]) >= min_chars)
-    return data.select(range(count))
 
 
 def naive_trainer_class():
@@ -89,10 +80,8 @@ def naive_trainer_class():
 
 
 def run_variant(args) -> dict:
-    import psutil
     import torch
     from peft import LoraConfig
-    from transformers import TrainerCallback
 
     from paser_hf import RecoveryConfig, RecoveryTrainer
     from paser_hf.models import fastest_dtype, load_model_and_tokenizer
@@ -105,20 +94,7 @@ def run_variant(args) -> dict:
     if not kd:
         del teacher
         teacher = None
-    rows = long_rows(args.batch_size * (args.steps + 1), min_chars=6 * args.max_length)
-
-    class StepTimes(TrainerCallback):
-        """Wall-clock and process CPU seconds of each optimizer step (CPU time is steadier on a shared machine)."""
-
-        def __init__(self):
-            self.times, self.cpu_times, self.start = [], [], None
-
-        def on_step_begin(self, *_, **__):
-            self.start = (time.perf_counter(), time.process_time())
-
-        def on_step_end(self, *_, **__):
-            self.times.append(time.perf_counter() - self.start[0])
-            self.cpu_times.append(time.process_time() - self.start[1])
+    rows = long_rows(args.batch_size * (args.steps + 1), args.max_length)
 
     settings = dict(
         output_dir=tempfile.mkdtemp(), use_cpu=not cuda, report_to="none", save_strategy="no",
@@ -130,7 +106,7 @@ def run_variant(args) -> dict:
         settings.update(bf16=False, gradient_checkpointing=True)
     config = RecoveryConfig(**settings)
     trainer_class = naive_trainer_class() if args.variant == "naive_kd" else RecoveryTrainer
-    timer = StepTimes()
+    timer = step_timer()
     dropout = 0.05 if args.variant == "sft_dropout" else 0.0
     trainer = trainer_class(
         model=student, teacher_model=teacher, args=config, train_dataset=rows, processing_class=tokenizer,
@@ -157,24 +133,11 @@ def run_variant(args) -> dict:
                 "forward_s_median": seconds, "forward_times_s": times,
                 "tokens_per_s": tokens_per_step / seconds, "torch_threads": torch.get_num_threads()}
 
-    process = psutil.Process()
-    baseline = process.memory_info().rss
-    peak = [baseline]
-    done = threading.Event()
-
-    def sample():
-        while not done.is_set():
-            peak[0] = max(peak[0], process.memory_info().rss)
-            time.sleep(0.002)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
         cuda_baseline = torch.cuda.memory_allocated()
-    trainer.train()
-    done.set()
-    sampler.join()
+    with PeakRss() as rss:
+        trainer.train()
 
     losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
     step = statistics.median(timer.times[1:])
@@ -190,9 +153,9 @@ def run_variant(args) -> dict:
         "tokens_per_s": tokens_per_step / step,
         "step_cpu_s_median": statistics.median(timer.cpu_times[1:]),
         "step_cpu_s": timer.cpu_times,
-        "rss_before_train_mb": baseline / 2**20,
-        "peak_rss_mb": peak[0] / 2**20,
-        "peak_rss_delta_mb": (peak[0] - baseline) / 2**20,
+        "rss_before_train_mb": rss.baseline / 2**20,
+        "peak_rss_mb": rss.peak / 2**20,
+        "peak_rss_delta_mb": (rss.peak - rss.baseline) / 2**20,
         "first_loss": losses[0],
         "torch_threads": torch.get_num_threads(),
         "device": "cuda" if cuda else "cpu",
