@@ -1,0 +1,91 @@
+"""The statistics of benchmarks/recovery.py: token-weighted means per capability, damage recovered, and paired
+bootstrap intervals, against hand computations."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location("recovery_benchmark", BENCHMARKS / "recovery.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return module
+
+
+CAPS = ["general", "general", "math", "code"]
+
+
+def entry(nll, kl, tokens, **extra):
+    return {"rows": {"report": {"nll": nll, "kl": kl, "tokens": tokens}}, **extra}
+
+
+def test_capability_means_weigh_rows_by_their_response_tokens(bench):
+    means = bench.split_means(entry([3.0, 10.0, 4.0, 1.0], [0.3, 1.0, 0.2, 0.1], [1, 4, 2, 1]), CAPS, "report")
+    assert means["general"] == pytest.approx((13.0 / 5, 1.3 / 5))
+    assert means["math"] == pytest.approx((2.0, 0.1))
+    assert means["code"] == pytest.approx((1.0, 0.1))
+
+
+def test_capability_means_follow_a_resample_with_repeats(bench):
+    e = entry([3.0, 10.0, 4.0, 1.0], [0.3, 1.0, 0.2, 0.1], [1, 4, 2, 1])
+    means = bench.split_means(e, CAPS, "report", np.array([0, 0, 2, 3]))
+    assert means["general"] == pytest.approx((3.0, 0.3))
+
+
+def test_damage_recovered_is_the_share_of_the_gap_closed(bench):
+    original = {"general": (2.0, 0.0), "math": (1.0, 0.0), "code": (1.0, 0.0)}
+    pruned = {"general": (4.0, 0.8), "math": (3.0, 0.5), "code": (2.0, 1.0)}
+    method = {"general": (3.0, 0.2), "math": (3.0, 0.5), "code": (1.5, 0.25)}
+    out = bench.damage_recovered(method, pruned, original)
+    assert out["general_nll"] == pytest.approx(0.5) and out["general_kl"] == pytest.approx(0.75)
+    assert out["math_nll"] == pytest.approx(0.0) and out["code_kl"] == pytest.approx(0.75)
+    assert out["nll"] == pytest.approx((0.5 + 0.0 + 0.5) / 3)
+
+
+def paired_results(random_nlls, paser_nlls, paser_tokens=100):
+    """Original NLL 1, pruned 3 on every row; per seed, random and PASER runs with the given NLL on every row."""
+    tokens = [1, 1, 1, 1]
+    runs = {
+        "original": entry([1.0] * 4, [0.0] * 4, tokens, pruning="none", method="original"),
+        "s/no_recovery": entry([3.0] * 4, [1.0] * 4, tokens, pruning="s", method="no_recovery"),
+    }
+    for seed, (random_nll, paser_nll) in enumerate(zip(random_nlls, paser_nlls)):
+        for method, nll, count in (("random_tokens", random_nll, 100), ("paser_tokens", paser_nll, paser_tokens)):
+            runs[f"s/{method}/seed{seed}"] = entry([nll] * 4, [0.5] * 4, tokens, pruning="s", method=method,
+                                                   unit="tokens", seed=seed, train_tokens=count,
+                                                   train_seconds=count / 10)
+    return {"runs": runs, "pruning": {"s": {}}, "capabilities": {"report": CAPS}}
+
+
+def test_paired_difference_and_its_interval_match_a_hand_computation(bench):
+    results = paired_results([2.0, 2.2], [1.5, 1.9], paser_tokens=110)
+    levels, differences = bench.method_intervals(results, "report", draws=200)
+    (diff,) = differences
+    # seed 0: (3-1.5)/2 - (3-2)/2 = 25 points; seed 1: (3-1.9)/2 - (3-2.2)/2 = 15 points; the mean is 20
+    assert diff["nll"][0] == pytest.approx(20.0)
+    # identical rows: only the seed pairs vary, so the interval spans exactly the two seeds' values
+    assert diff["nll"][1] == pytest.approx(15.0) and diff["nll"][2] == pytest.approx(25.0)
+    assert diff["kl"] == (0.0, 0.0, 0.0)
+    assert diff["tokens_ratio"] == pytest.approx(1.1)
+    paser = next(level for level in levels if level["method"] == "paser_tokens")
+    assert paser["nll"][0] == pytest.approx(100 * (0.75 + 0.55) / 2)
+
+
+def test_power_splits_seed_and_row_variance_and_projects_the_half_width(bench):
+    results = paired_results([2.0, 2.0, 2.0], [1.5, 1.9, 1.7])
+    (row,) = bench.power(results, "report", draws=50)
+    # differences 25, 5, 15 points: sample variance 100; identical rows give no row variance
+    assert row["differences"] == [25.0, 5.0, 15.0]
+    assert row["var_seeds"] == pytest.approx(100.0) and row["var_rows"] == pytest.approx(0.0)
+    assert row["half_width"]["3 seeds, 1 rows"] == pytest.approx(round(1.96 * (100 / 3) ** 0.5, 2))
