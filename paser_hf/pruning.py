@@ -44,8 +44,10 @@ _UNSTRUCTURED = ("magnitude", "wanda", "d_pruner")
 #: Dampening of the layer Hessians in D-Pruner's general importance, as a fraction of their mean diagonal (SparseGPT's
 #: default; the D-Pruner paper takes its general importance from SparseGPT's error and gives no other value).
 GENERAL_IMPORTANCE_DAMPENING = 0.01
-#: D-Pruner's defaults: the regulariser weight lambda, and the sizes of the open-domain and domain calibration sets.
-D_PRUNER_REGULARIZATION_WEIGHT = 0.1
+#: D-Pruner's defaults: the regulariser weight lambda (on the scale `d_pruner_importance` puts the general importance
+#: in), and the sizes of the open-domain (SparseGPT's 128, which the paper's general importance follows) and domain
+#: calibration sets (the paper's ~1,000 domain rows).
+D_PRUNER_REGULARIZATION_WEIGHT = 1.0
 D_PRUNER_GENERAL_SAMPLES = 128
 D_PRUNER_DOMAIN_SAMPLES = 1000
 
@@ -390,7 +392,8 @@ def _prune_sequentially(
 
 
 def general_importance(
-    model: nn.Module, tokenizer, texts: Sequence[str], max_length: int = 512, show_progress: bool = False
+    model: nn.Module, tokenizer, texts: Sequence[str], max_length: int = 512, show_progress: bool = False,
+    use: Callable[[str, torch.Tensor], None] | None = None,
 ) -> tuple[dict[str, torch.Tensor], int]:
     """D-Pruner step 1: the general importance of every decoder-layer Linear weight on open-domain ``texts``, the
     error that removing it incurs. As in Optimal Brain Surgeon and SparseGPT, whose error the paper uses, that is
@@ -402,20 +405,24 @@ def general_importance(
     over the layer's inputs x_t on the T calibration tokens, with d = GENERAL_IMPORTANCE_DAMPENING (the re-fit also
     pays d * mean(diag) * ||W - W'||^2, which keeps H invertible). Measured on the dense model, one decoder layer
     at a time, each fed the dense outputs of the layer before. Returns ({"<layer index>.<module name>": G as
-    float32}, calibration tokens)."""
+    float32}, calibration tokens); with ``use``, each G goes to ``use(key, G)`` as it is made instead (the dict
+    comes back empty), so that only one layer's G is held at a time."""
     index = {id(layer): i for i, layer in enumerate(decoder_layers(model))}
     importance: dict[str, torch.Tensor] = {}
+    use = use or importance.__setitem__
 
     def measure(layer: nn.Module, grams: dict) -> None:
         for name, linear in _linears(layer):
             if name not in grams:
                 raise ValueError(f"{name} received no input during the calibration forward passes.")
-            hessian = grams[name]
-            damping = GENERAL_IMPORTANCE_DAMPENING * (float(hessian.diagonal().mean()) or 1.0)
-            hessian = hessian + damping * torch.eye(hessian.shape[0], dtype=hessian.dtype, device=hessian.device)
-            inverse_diagonal = torch.cholesky_inverse(torch.linalg.cholesky(hessian)).diagonal()
+            gram = grams[name]
+            identity = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+            damping = GENERAL_IMPORTANCE_DAMPENING * (float(gram.diagonal().mean()) or 1.0)
+            factor = torch.linalg.cholesky(gram + damping * identity)
+            # H^-1 = L^-T L^-1 for H = L L^T: [H^-1]_jj is the squared norm of column j of L^-1
+            inverse_diagonal = torch.linalg.solve_triangular(factor, identity, upper=False).pow(2).sum(0)
             weight = linear.weight.detach().double()
-            importance[f"{index[id(layer)]}.{name}"] = (weight.pow(2) / inverse_diagonal).float()
+            use(f"{index[id(layer)]}.{name}", (weight.pow(2) / inverse_diagonal).float())
 
     progress = "D-Pruner general importance" if show_progress else None
     tokens = _prune_sequentially(model, tokenizer, texts, max_length, measure, gram=True, progress=progress)
@@ -433,33 +440,36 @@ def d_pruner_importance(
 ) -> tuple[dict[str, torch.Tensor], dict]:
     """D-Pruner's score of every decoder-layer Linear weight: how much the regularised domain loss (step 2)
 
-        L(W') = L_domain(W') + lambda * sum_m G_m (W'_m - W_m)^2
+        L(W') = L_domain(W') + lambda * sum_m c G_m (W'_m - W_m)^2
 
     rises when W_m alone is set to zero, by a second-order expansion at W' = W with the empirical Fisher standing in
     for the Hessian of the next-token loss (step 3), on the N ``domain_texts``:
 
-        S_m = | -g_m W_m + 1/2 F_m W_m^2 + lambda G_m W_m^2 |,   g_m = 1/N sum_n dL_n/dW_m,   F_m = 1/N sum_n (dL_n/dW_m)^2
+        S_m = | -g_m W_m + 1/2 F_m W_m^2 + lambda c G_m W_m^2 |
+        g_m = 1/N sum_n dL_n/dW_m,    F_m = 1/N sum_n (dL_n/dW_m)^2
 
     with L_n the mean next-token loss of domain sequence n and G the general importance (`general_importance`, step
-    1, on ``general_texts``). The regulariser is quadratic, so its term lambda G_m W_m^2 is exact; its gradient
-    2 lambda G (W' - W) is zero at W' = W, which is where the weights are scored. (The paper's code also steps the
-    weights on the domain data with LOMO; here nothing is updated: pruning stays one-shot and needs no optimizer.)
+    1, on ``general_texts``). The regulariser is quadratic, so its term is exact; its gradient 2 lambda c G (W' - W)
+    is zero at W' = W, which is where the weights are scored. (The paper's code also steps the weights on the domain
+    data with LOMO; here nothing is updated: pruning stays one-shot and needs no optimizer.)
 
-    Memory: the model, one sequence's gradients of the decoder Linear weights, and one float32 buffer per weight
-    that holds lambda G W^2 and then gathers the domain terms. Returns ({"<layer index>.<module name>": S}, details).
+    G is a squared activation error and the loss is in nats, so each Linear's G is put in the loss's units by
+    c = sum_m 1/2 F_m W_m^2 / sum_m G_m W_m^2 over its weights: lambda = 1 gives generality as much weight as the
+    domain loss's own second-order term. (Where the paper is silent on scale, this choice keeps lambda portable.)
+
+    Memory: the model, one sequence's gradients of the decoder Linear weights, one float32 buffer per weight (the
+    domain terms, then the regulariser added) and one layer's G at a time. Returns ({"<layer index>.<module name>":
+    S}, details).
     """
-    scores, tokens = general_importance(model, tokenizer, general_texts, max_length, show_progress)
     weights = {f"{i}.{name}": linear.weight for i, layer in enumerate(decoder_layers(model))
                for name, linear in _linears(layer)}
-    with torch.no_grad():
-        for key, weight in weights.items():
-            scores[key].mul_(weight.detach().float().pow(2)).mul_(regularization_weight)
-    regularizer_sum = sum(float(s.sum()) for s in scores.values())
     domain_ids = [x for x in _tokenize(tokenizer, domain_texts, max_length, _device(model), "domain_texts")
                   if x.shape[1] > 1]
     if not domain_ids:
         raise ValueError("domain_texts tokenised to no sequence of 2 or more tokens; pass longer domain texts.")
-
+    scores = {key: torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+              for key, weight in weights.items()}
+    curvature = dict.fromkeys(weights, 0.0)  # sum_m 1/2 F_m W_m^2 per Linear
     was_training = model.training
     flags = {param: param.requires_grad for param in model.parameters()}
     model.eval()
@@ -474,22 +484,26 @@ def d_pruner_importance(
                 for key, weight in weights.items():
                     gw = weight.grad.float().mul_(weight.float())  # g W; the domain terms are gW (gW / 2 - 1)
                     scores[key].add_(gw * (gw * 0.5 - 1), alpha=1 / len(domain_ids))
+                    curvature[key] += 0.5 * float(gw.pow(2).sum()) / len(domain_ids)
                     weight.grad = None
     finally:
         for param, flag in flags.items():
             param.requires_grad_(flag)
         model.train(was_training)
-    count = sum(s.numel() for s in scores.values())
+
+    def add_regularizer(key: str, general: torch.Tensor) -> None:
+        penalty = general.mul_(weights[key].detach().float().pow(2))  # G W^2
+        total = float(penalty.sum())
+        scale = regularization_weight * curvature[key] / total if total > 0 else 0.0
+        scores[key].add_(penalty, alpha=scale).abs_()
+
+    _, tokens = general_importance(model, tokenizer, general_texts, max_length, show_progress, use=add_regularizer)
     details = {
         "calibration_tokens": tokens,
         "domain_sequences": len(domain_ids),
         "domain_tokens": sum(int(x.numel()) for x in domain_ids),
         "regularization_weight": regularization_weight,
-        "regularizer_term_mean": regularizer_sum / count,
-        "domain_term_mean": (sum(float(s.sum()) for s in scores.values()) - regularizer_sum) / count,
     }
-    for score in scores.values():
-        score.abs_()
     return scores, details
 
 

@@ -308,7 +308,8 @@ def test_calibration_texts_join_each_rows_parts_and_sample_with_a_seed():
 
 
 # D-Pruner: the general texts never use the domain's words
-GENERAL_TEXTS = ["the cat sat on the mat and the dog ran", "a dog was on it then it sat", "the cat ran and it is on a mat"]
+GENERAL_TEXTS = ["the cat sat on the mat and the dog ran", "a dog was on it then it sat",
+                 "the cat ran and it is on a mat"]
 DOMAIN_TEXTS = ["big red small blue slow fast red big", "red blue big small fast slow", "slow big red fast blue small",
                 "blue slow red big fast small", "fast fast red blue big small slow", "small red big slow blue"]
 DOMAIN_WORDS = ["big", "small", "red", "blue", "fast", "slow"]
@@ -364,7 +365,9 @@ def test_d_pruner_scores_are_the_regularised_loss_expansion_from_per_sequence_gr
         per_sequence = torch.stack([g[k] for g in grads])
         gradient, fisher = per_sequence.mean(0), per_sequence.pow(2).mean(0)
         w = weight.detach()
-        expected = (-gradient * w + 0.5 * fisher * w**2 + lam * general[key].double() * w**2).abs()
+        penalty = general[key].double() * w**2
+        scale = (0.5 * fisher * w**2).sum() / penalty.sum()  # G in the loss's units
+        expected = (-gradient * w + 0.5 * fisher * w**2 + lam * scale * penalty).abs()
         # float32 buffer: differences of nearly equal terms are resolved to ~1e-7 of the largest
         torch.testing.assert_close(scores[key].double(), expected, rtol=1e-4, atol=1e-6 * float(expected.max()))
         assert weight.requires_grad and weight.grad is None
