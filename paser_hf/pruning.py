@@ -45,8 +45,8 @@ _UNSTRUCTURED = ("magnitude", "wanda", "d_pruner")
 #: default; the D-Pruner paper takes its general importance from SparseGPT's error and gives no other value).
 GENERAL_IMPORTANCE_DAMPENING = 0.01
 #: D-Pruner's defaults: the regulariser weight lambda (on the scale `d_pruner_importance` puts the general importance
-#: in), and the sizes of the open-domain (SparseGPT's 128, which the paper's general importance follows) and domain
-#: calibration sets (the paper's ~1,000 domain rows).
+#: in; 1 weighs both terms alike), and the sizes of the open-domain set (128 rows, SparseGPT's, whose error the
+#: general importance is) and of the domain set (1,000 rows, our reading of the authors' setup).
 D_PRUNER_REGULARIZATION_WEIGHT = 1.0
 D_PRUNER_GENERAL_SAMPLES = 128
 D_PRUNER_DOMAIN_SAMPLES = 1000
