@@ -131,12 +131,12 @@ def evaluate(model, tokenizer, text: str, heldout: list, max_length: int) -> dic
 
 def prune_child(args) -> None:
     """The child process of `prune`: load the dense model, prune it with `--prune-child`'s method, save it to
-    `--save-to` and emit its seconds and memory (this process's resident memory after loading, and its peak)."""
+    `--save-to` and emit its seconds and memory (this process's resident memory once the model and the texts are
+    loaded, and its peak)."""
     import psutil
 
     kind, calibration = METHODS[args.prune_child]
     model, tokenizer = load_model_and_tokenizer(None, dtype=getattr(torch, args.dtype))
-    loaded = psutil.Process().memory_info().rss / 2**30
     rows = split_rows(args)
     kwargs = {}
     if calibration:
@@ -145,6 +145,7 @@ def prune_child(args) -> None:
     if kind == "d_pruner":
         kwargs.update(domain_texts=sample_calibration_texts(Dataset.from_list(rows["domain"])),
                       regularization_weight=args.regularization_weight)
+    loaded = psutil.Process().memory_info().rss / 2**30
     start = time.perf_counter()
     report = prune_model(model, method=kind, sparsity=args.sparsity, calibration_max_length=args.max_length, **kwargs)
     seconds = time.perf_counter() - start
@@ -220,7 +221,7 @@ def run(args) -> dict:
 
 def table(results: dict) -> str:
     runs = results["runs"]
-    head = ["method", "prune s", "pruning peak RSS GiB (model loaded)", "WikiText-2 ppl", "code NLL", "recovered ppl",
+    head = ["method", "prune s", "pruning peak RSS GiB (before pruning)", "WikiText-2 ppl", "code NLL", "recovered ppl",
             "recovered code NLL"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     dense = runs["dense"]
