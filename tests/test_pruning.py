@@ -347,7 +347,7 @@ def test_general_importance_is_the_least_output_error_of_removing_each_weight():
         torch.testing.assert_close(importance[f"{layer_index}.{name}"].double(), expected, rtol=1e-4, atol=1e-9)
 
 
-def test_d_pruner_scores_are_the_regularised_loss_expansion_from_per_sequence_gradients():
+def test_d_pruner_scores_are_the_fisher_and_regulariser_terms_from_per_sequence_gradients():
     model = tiny_llama().double()
     lam = 0.7
     scores, details = d_pruner_importance(model, word_tokenizer(), TEXTS, DOMAIN_TEXTS, lam)
@@ -363,13 +363,12 @@ def test_d_pruner_scores_are_the_regularised_loss_expansion_from_per_sequence_gr
     assert set(scores) == set(weights) and details["domain_sequences"] == len(DOMAIN_TEXTS)
     for k, (key, weight) in enumerate(weights.items()):
         per_sequence = torch.stack([g[k] for g in grads])
-        gradient, fisher = per_sequence.mean(0), per_sequence.pow(2).mean(0)
+        fisher = per_sequence.pow(2).mean(0)
         w = weight.detach()
         penalty = general[key].double() * w**2
         scale = (0.5 * fisher * w**2).sum() / penalty.sum()  # G in the loss's units
-        expected = (-gradient * w + 0.5 * fisher * w**2 + lam * scale * penalty).abs()
-        # float32 buffer: differences of nearly equal terms are resolved to ~1e-7 of the largest
-        torch.testing.assert_close(scores[key].double(), expected, rtol=1e-4, atol=1e-6 * float(expected.max()))
+        expected = 0.5 * fisher * w**2 + lam * scale * penalty
+        torch.testing.assert_close(scores[key].double(), expected, rtol=1e-4, atol=1e-7 * float(expected.max()))
         assert weight.requires_grad and weight.grad is None
 
 
@@ -410,7 +409,7 @@ def planted_domain_model() -> tuple:
             proj.weight[planted] = 0
             proj.weight[planted, 0] = 3.0
         down = mlp.down_proj.weight[1:, planted]  # row 0 stays all zeros
-        mlp.down_proj.weight[1:, planted] = down.sign() * (0.1 + down.abs())  # no planted weight near 0
+        mlp.down_proj.weight[1:, planted] = down.sign() * (0.3 + down.abs())  # no planted weight near 0
     return model, planted
 
 
