@@ -417,8 +417,7 @@ def test_domain_only_weights_survive_a_domain_aware_prune_and_fall_to_a_general_
     tokenizer = word_tokenizer()
     runs = {
         "domain-aware": {"method": "d_pruner", "domain_texts": DOMAIN_TEXTS},
-        "general-only d_pruner": {"method": "d_pruner", "domain_texts": GENERAL_TEXTS},
-        "general-only wanda": {"method": "wanda"},
+        "general-only": {"method": "wanda"},
     }
     for run, kwargs in runs.items():
         model, planted = planted_domain_model()
