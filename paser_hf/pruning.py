@@ -7,8 +7,12 @@ Methods (only the Linear layers inside the decoder layers are touched; embedding
   S_ij = |W_ij| * ||X_j||_2, where ||X_j||_2 is the norm of input feature j over all calibration tokens, and zero
   the lowest scores within each output row. Layers are pruned in order, each seeing the inputs produced by the
   already-pruned layers before it, as in the paper's code.
-- N:M semi-structured (``n_m=(2, 4)``, with ``magnitude`` or ``wanda``): in every group of M consecutive input
-  weights of a row, keep the N with the highest scores (NVIDIA's N:M sparsity, 2:4 = 50%).
+- ``d_pruner``: Zhang et al. 2024, "Pruning as a Domain-specific LLM Extractor" (D-Pruner, NAACL Findings, arXiv
+  2405.06275): weights scored by their importance for a domain (``domain_texts``) under a next-token loss regularised
+  to keep the general importance measured on open-domain ``calibration_texts``; lowest scores zeroed within each
+  output row. See `d_pruner_importance`.
+- N:M semi-structured (``n_m=(2, 4)``, with ``magnitude``, ``wanda`` or ``d_pruner``): in every group of M
+  consecutive input weights of a row, keep the N with the highest scores (NVIDIA's N:M sparsity, 2:4 = 50%).
 - ``structured_mlp``: remove the same number of intermediate channels from every gated MLP
   (gate_proj/up_proj/down_proj), so the model really shrinks and ``config.intermediate_size`` stays uniform.
   Channel j scores ||W_down[:, j]||_2 * ||h_j||_2 with calibration texts (the Frobenius norm of that channel's
@@ -30,11 +34,22 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from .formatting import detect_format, instruction_text, response_text
 
-METHODS = ("magnitude", "wanda", "structured_mlp", "layer_drop")
-_NEEDS_CALIBRATION = ("wanda", "layer_drop")
+METHODS = ("magnitude", "wanda", "d_pruner", "structured_mlp", "layer_drop")
+_NEEDS_CALIBRATION = ("wanda", "d_pruner", "layer_drop")
+_UNSTRUCTURED = ("magnitude", "wanda", "d_pruner")
+#: Dampening of the layer Hessians in D-Pruner's general importance, as a fraction of their mean diagonal (SparseGPT's
+#: default; the D-Pruner paper takes its general importance from SparseGPT's error and gives no other value).
+GENERAL_IMPORTANCE_DAMPENING = 0.01
+#: D-Pruner's defaults: the regulariser weight lambda (on the scale `d_pruner_importance` puts the general importance
+#: in; 1 weighs both terms alike), and the sizes of the open-domain set (128 rows, SparseGPT's, whose error the
+#: general importance is) and of the domain set (1,000 rows, our reading of the authors' setup).
+D_PRUNER_REGULARIZATION_WEIGHT = 1.0
+D_PRUNER_GENERAL_SAMPLES = 128
+D_PRUNER_DOMAIN_SAMPLES = 1000
 
 
 @dataclass
@@ -91,27 +106,42 @@ def prune_model(
     tokenizer=None,
     per_row: bool = False,
     calibration_max_length: int = 512,
+    domain_texts: Sequence[str] | None = None,
+    regularization_weight: float = D_PRUNER_REGULARIZATION_WEIGHT,
+    show_progress: bool = True,
 ) -> PruningReport:
     """Prune ``model`` in place and return a PruningReport.
 
-    ``sparsity`` is the fraction of weights to zero (magnitude, wanda), of MLP intermediate channels to remove
-    (structured_mlp) or of decoder layers to remove (layer_drop). With ``n_m=(N, M)`` it may be None, else it
-    must equal 1 - N/M. ``calibration_texts`` and ``tokenizer`` are required by wanda and layer_drop and make
-    structured_mlp activation-aware; each text is truncated to ``calibration_max_length`` tokens.
+    ``sparsity`` is the fraction of weights to zero (magnitude, wanda, d_pruner), of MLP intermediate channels to
+    remove (structured_mlp) or of decoder layers to remove (layer_drop). With ``n_m=(N, M)`` it may be None, else it
+    must equal 1 - N/M. ``calibration_texts`` and ``tokenizer`` are required by wanda, d_pruner (its open-domain
+    set) and layer_drop and make structured_mlp activation-aware; each text is truncated to
+    ``calibration_max_length`` tokens. d_pruner also needs ``domain_texts`` and weighs the general importance in
+    its loss by ``regularization_weight`` (lambda); ``show_progress`` shows its two passes' progress bars.
     """
     if method not in METHODS:
         raise ValueError(f"Unknown pruning method {method!r}; choose one of {METHODS}.")
     sparsity = _check_sparsity(sparsity, n_m, method)
     if per_row and method != "magnitude":
-        raise ValueError("per_row applies to method='magnitude' only (wanda always compares within a row).")
-    if isinstance(calibration_texts, str):
-        raise ValueError("calibration_texts must be a list of str, not one str.")
+        raise ValueError("per_row applies to method='magnitude' only (wanda and d_pruner always compare within a row).")
+    for name, texts in (("calibration_texts", calibration_texts), ("domain_texts", domain_texts)):
+        if isinstance(texts, str):
+            raise ValueError(f"{name} must be a list of str, not one str.")
     wants_calibration = method in _NEEDS_CALIBRATION or (method == "structured_mlp" and calibration_texts)
     if wants_calibration and (not calibration_texts or tokenizer is None):
         raise ValueError(f"method={method!r} needs calibration_texts (a non-empty list of str) and a tokenizer.")
+    if method == "d_pruner":
+        if not domain_texts:
+            raise ValueError("method='d_pruner' needs domain_texts (a non-empty list of str from the target domain; "
+                             "`paser prune --domain_dataset`).")
+        if isinstance(regularization_weight, bool) or not isinstance(regularization_weight, (int, float)) or (
+                regularization_weight < 0):
+            raise ValueError(f"regularization_weight must be a number >= 0; got {regularization_weight!r}.")
+    elif domain_texts is not None:
+        raise ValueError(f"domain_texts applies to method='d_pruner' only, not {method!r}.")
 
     layers = decoder_layers(model)
-    if method in ("magnitude", "wanda"):
+    if method in _UNSTRUCTURED:
         _check_unstructured(layers, n_m)
     elif method == "structured_mlp":
         _check_gated_mlps(model, layers)
@@ -134,6 +164,13 @@ def prune_model(
                 _zero_lowest(linear.weight, score, sparsity, n_m, per_row=True)
 
         tokens = _prune_sequentially(model, tokenizer, calibration_texts, calibration_max_length, prune_wanda)
+    elif method == "d_pruner":
+        scores, details = d_pruner_importance(model, tokenizer, calibration_texts, domain_texts,
+                                              regularization_weight, calibration_max_length, show_progress)
+        tokens = details.pop("calibration_tokens")
+        for layer_index, layer in enumerate(layers):
+            for name, linear in _linears(layer):
+                _zero_lowest(linear.weight, scores.pop(f"{layer_index}.{name}"), sparsity, n_m, per_row=True)
     elif method == "structured_mlp":
         details = _prune_mlp_channels(model, layers, sparsity, tokenizer, calibration_texts, calibration_max_length)
         tokens = details.pop("calibration_tokens")
@@ -184,8 +221,8 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
 
 def _check_sparsity(sparsity: float | None, n_m, method: str) -> float:
     if n_m is not None:
-        if method not in ("magnitude", "wanda"):
-            raise ValueError("n_m applies to method='magnitude' or 'wanda' only.")
+        if method not in _UNSTRUCTURED:
+            raise ValueError(f"n_m applies to the methods {_UNSTRUCTURED} only.")
         if len(n_m) != 2 or not all(isinstance(v, int) for v in n_m) or not 0 < n_m[0] < n_m[1]:
             raise ValueError(f"n_m must be two integers (N, M) with 0 < N < M (e.g. (2, 4)); got {n_m!r}.")
         implied = 1 - n_m[0] / n_m[1]
@@ -253,14 +290,14 @@ class _Stop(Exception):
     pass
 
 
-def _tokenize(tokenizer, texts: Sequence[str], max_length: int, device) -> list[torch.Tensor]:
+def _tokenize(tokenizer, texts: Sequence[str], max_length: int, device, what: str = "calibration_texts"):
     ids = []
     for text in texts:
         encoded = tokenizer(text, return_tensors="pt", truncation=True, max_length=max_length).input_ids
         if encoded.shape[1] > 0:
             ids.append(encoded.to(device))
     if not ids:
-        raise ValueError("calibration_texts tokenised to nothing.")
+        raise ValueError(f"{what} tokenised to nothing.")
     return ids
 
 
@@ -296,24 +333,31 @@ def _capture_layer_inputs(model: nn.Module, ids: list[torch.Tensor]) -> list[tup
     return captured
 
 
-class _InputNorms:
-    """Forward hooks accumulating sum_t x_tj^2 over all tokens for the input of every Linear in a module."""
+class _InputStats:
+    """Forward hooks accumulating, over all tokens, the input x of every Linear in a module: sum_t x_tj^2 per input
+    feature, or with ``gram=True`` the Gram matrix sum_t x_t x_t^T (float64) and the token count T."""
 
-    def __init__(self, module: nn.Module):
+    def __init__(self, module: nn.Module, gram: bool = False):
+        self.gram = gram
         self.sums: dict[str, torch.Tensor] = {}
+        self.tokens: dict[str, int] = {}
         self.handles = [m.register_forward_hook(self._hook(name)) for name, m in _linears(module)]
 
     def _hook(self, name: str):
         def hook(module, args, output):
-            x = args[0].detach().reshape(-1, args[0].shape[-1]).float()
-            total = x.pow(2).sum(0)
+            x = args[0].detach().reshape(-1, args[0].shape[-1])
+            total = x.double().T @ x.double() if self.gram else x.float().pow(2).sum(0)
             self.sums[name] = self.sums[name] + total if name in self.sums else total
+            self.tokens[name] = self.tokens.get(name, 0) + x.shape[0]
 
         return hook
 
-    def norms(self) -> dict[str, torch.Tensor]:
+    def result(self) -> dict[str, torch.Tensor]:
+        """The input-feature norms ||X_j||_2, or with ``gram`` the mean Gram matrix (1/T) sum_t x_t x_t^T."""
         for handle in self.handles:
             handle.remove()
+        if self.gram:
+            return {name: total / self.tokens[name] for name, total in self.sums.items()}
         return {name: total.sqrt() for name, total in self.sums.items()}
 
 
@@ -323,24 +367,145 @@ def _prune_sequentially(
     texts: Sequence[str],
     max_length: int,
     prune_layer: Callable[[nn.Module, dict], None],
+    gram: bool = False,
+    progress: str | None = None,
 ) -> int:
-    """Prune decoder layers in order: gather each layer's input-feature norms from the inputs that the already
-    pruned earlier layers produce, call ``prune_layer(layer, norms)``, then pass the pruned layer's outputs on."""
+    """Prune decoder layers in order: gather each layer's input statistics (`_InputStats`) from the inputs that the
+    already pruned earlier layers produce, call ``prune_layer(layer, stats)``, then pass the pruned layer's outputs
+    on. ``progress`` names a progress bar over the layers (none when None)."""
     was_training = model.training
     model.eval()
     ids = _tokenize(tokenizer, texts, max_length, _device(model))
     captured = _capture_layer_inputs(model, ids)
     states = [hidden for hidden, _ in captured]
+    layers = decoder_layers(model)
     with torch.no_grad():
-        for index, layer in enumerate(decoder_layers(model)):
+        for index, layer in enumerate(tqdm(layers, desc=progress, unit="layer", disable=progress is None)):
             calls = [per_layer[index] for _, per_layer in captured]
-            stats = _InputNorms(layer)
+            stats = _InputStats(layer, gram)
             for hidden, (args, kwargs) in zip(states, calls):
                 layer(hidden, *args, **kwargs)
-            prune_layer(layer, stats.norms())
+            prune_layer(layer, stats.result())
             states = [_first(layer(hidden, *args, **kwargs)) for hidden, (args, kwargs) in zip(states, calls)]
     model.train(was_training)
     return sum(int(x.numel()) for x in ids)
+
+
+def general_importance(
+    model: nn.Module, tokenizer, texts: Sequence[str], max_length: int = 512, show_progress: bool = False,
+    use: Callable[[str, torch.Tensor], None] | None = None,
+) -> tuple[dict[str, torch.Tensor], int]:
+    """D-Pruner step 1: the general importance of every decoder-layer Linear weight on open-domain ``texts``, the
+    error that removing it incurs. As in Optimal Brain Surgeon and SparseGPT, whose error the paper uses, that is
+    the least increase of the layer's mean squared output error (1/T) sum_t ||(W - W') x_t||^2 when W_ij is set to
+    zero and the rest of row i re-fitted:
+
+        G_ij = W_ij^2 / [H^-1]_jj,    H = (1/T) sum_t x_t x_t^T + d * mean(diag) * I
+
+    over the layer's inputs x_t on the T calibration tokens, with d = GENERAL_IMPORTANCE_DAMPENING (the re-fit also
+    pays d * mean(diag) * ||W - W'||^2, which keeps H invertible). Measured on the dense model, one decoder layer
+    at a time, each fed the dense outputs of the layer before. Returns ({"<layer index>.<module name>": G as
+    float32}, calibration tokens); with ``use``, each G goes to ``use(key, G)`` as it is made instead (the dict
+    comes back empty), so that only one layer's G is held at a time."""
+    index = {id(layer): i for i, layer in enumerate(decoder_layers(model))}
+    importance: dict[str, torch.Tensor] = {}
+    use = use or importance.__setitem__
+
+    def measure(layer: nn.Module, grams: dict) -> None:
+        for name, linear in _linears(layer):
+            if name not in grams:
+                raise ValueError(f"{name} received no input during the calibration forward passes.")
+            gram = grams[name]
+            identity = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+            damping = GENERAL_IMPORTANCE_DAMPENING * (float(gram.diagonal().mean()) or 1.0)
+            factor = torch.linalg.cholesky(gram + damping * identity)
+            # H^-1 = L^-T L^-1 for H = L L^T: [H^-1]_jj is the squared norm of column j of L^-1
+            inverse_diagonal = torch.linalg.solve_triangular(factor, identity, upper=False).pow(2).sum(0)
+            weight = linear.weight.detach().double()
+            use(f"{index[id(layer)]}.{name}", (weight.pow(2) / inverse_diagonal).float())
+
+    progress = "D-Pruner general importance" if show_progress else None
+    tokens = _prune_sequentially(model, tokenizer, texts, max_length, measure, gram=True, progress=progress)
+    return importance, tokens
+
+
+def d_pruner_importance(
+    model: nn.Module,
+    tokenizer,
+    general_texts: Sequence[str],
+    domain_texts: Sequence[str],
+    regularization_weight: float = D_PRUNER_REGULARIZATION_WEIGHT,
+    max_length: int = 512,
+    show_progress: bool = False,
+) -> tuple[dict[str, torch.Tensor], dict]:
+    """D-Pruner's score of every decoder-layer Linear weight: how much the regularised domain loss (step 2)
+
+        L(W') = L_domain(W') + lambda * sum_m c G_m (W'_m - W_m)^2
+
+    rises when W_m alone is set to zero, in the empirical-Fisher approximation of step 3 on the N ``domain_texts``:
+
+        S_m = 1/2 F_m W_m^2 + lambda c G_m W_m^2,    F_m = 1/N sum_n (dL_n/dW_m)^2
+
+    with L_n the mean next-token loss of domain sequence n and G the general importance (`general_importance`, step
+    1, on ``general_texts``). The regulariser is quadratic, so its term is exact; its gradient 2 lambda c G (W' - W)
+    is zero at W' = W, which is where the weights are scored. (The authors' code also steps the weights on the
+    domain data with LOMO; here nothing is updated: pruning stays one-shot and needs no optimizer.) The first-order
+    term -g_m W_m of a Taylor expansion is left out, as Optimal Brain Damage does: the mean gradient g of a
+    pretrained model is sampling noise of size sqrt(F/N), and being first order in W it outweighed the second-order
+    terms by ~1e5 on SmolLM2-135M, which made the score |g W| and the pruned model worse than magnitude pruning.
+
+    G is a squared activation error and the loss is in nats, so each Linear's G is put in the loss's units by
+    c = sum_m 1/2 F_m W_m^2 / sum_m G_m W_m^2 over its weights: lambda = 1 gives generality as much weight as the
+    domain (the paper gives no scale; this keeps lambda portable).
+
+    Memory: the model, one sequence's gradients of the decoder Linear weights, one float32 buffer per weight (the
+    Fisher term, then the regulariser added) and one layer's G at a time. Returns ({"<layer index>.<module name>":
+    S}, details).
+    """
+    weights = {f"{i}.{name}": linear.weight for i, layer in enumerate(decoder_layers(model))
+               for name, linear in _linears(layer)}
+    domain_ids = [x for x in _tokenize(tokenizer, domain_texts, max_length, _device(model), "domain_texts")
+                  if x.shape[1] > 1]
+    if not domain_ids:
+        raise ValueError("domain_texts tokenised to no sequence of 2 or more tokens; pass longer domain texts.")
+    scores = {key: torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+              for key, weight in weights.items()}
+    curvature = dict.fromkeys(weights, 0.0)  # sum_m 1/2 F_m W_m^2 per Linear
+    was_training = model.training
+    flags = {param: param.requires_grad for param in model.parameters()}
+    model.eval()
+    for param in model.parameters():
+        param.requires_grad_(False)
+    for weight in weights.values():
+        weight.requires_grad_(True)
+    try:
+        for input_ids in tqdm(domain_ids, desc="D-Pruner domain importance", unit="seq", disable=not show_progress):
+            model(input_ids=input_ids, labels=input_ids, use_cache=False).loss.backward()
+            with torch.no_grad():
+                for key, weight in weights.items():
+                    term = weight.grad.float().mul_(weight.float()).pow_(2)  # (g W)^2
+                    scores[key].add_(term, alpha=0.5 / len(domain_ids))
+                    curvature[key] += 0.5 * float(term.sum()) / len(domain_ids)
+                    weight.grad = None
+    finally:
+        for param, flag in flags.items():
+            param.requires_grad_(flag)
+        model.train(was_training)
+
+    def add_regularizer(key: str, general: torch.Tensor) -> None:
+        penalty = general.mul_(weights[key].detach().float().pow(2))  # G W^2
+        total = float(penalty.sum())
+        scale = regularization_weight * curvature[key] / total if total > 0 else 0.0
+        scores[key].add_(penalty, alpha=scale)
+
+    _, tokens = general_importance(model, tokenizer, general_texts, max_length, show_progress, use=add_regularizer)
+    details = {
+        "calibration_tokens": tokens,
+        "domain_sequences": len(domain_ids),
+        "domain_tokens": sum(int(x.numel()) for x in domain_ids),
+        "regularization_weight": regularization_weight,
+    }
+    return scores, details
 
 
 def _text_config(model: nn.Module):

@@ -1,4 +1,5 @@
-"""Pruning on tiny random Llama models: exact sparsity, Wanda against a slow reference, N:M, structured shrinking."""
+"""Pruning on tiny random Llama models: exact sparsity, Wanda and D-Pruner against slow references, N:M, structured
+shrinking, and D-Pruner keeping the weights a planted domain needs."""
 
 import copy
 
@@ -9,7 +10,14 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from torch import nn
 from transformers import AutoModelForCausalLM, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from paser_hf.pruning import PruningReport, decoder_layers, prune_model
+from paser_hf.pruning import (
+    GENERAL_IMPORTANCE_DAMPENING,
+    PruningReport,
+    d_pruner_importance,
+    decoder_layers,
+    general_importance,
+    prune_model,
+)
 
 WORDS = [
     "the",
@@ -244,6 +252,20 @@ def test_layer_drop_removes_the_identity_layer_and_reloads(tmp_path):
         ({"method": "structured_mlp", "n_m": (2, 4)}, "n_m"),
         ({"method": "sparsegpt"}, "Unknown"),
         ({"per_row": True, "method": "structured_mlp"}, "per_row"),
+        ({"method": "d_pruner", "calibration_texts": TEXTS, "tokenizer": word_tokenizer()}, "needs domain_texts"),
+        ({"method": "d_pruner", "calibration_texts": TEXTS, "domain_texts": [], "tokenizer": word_tokenizer()},
+         "needs domain_texts"),
+        ({"method": "d_pruner", "domain_texts": TEXTS, "tokenizer": word_tokenizer()}, "needs calibration_texts"),
+        ({"method": "d_pruner", "calibration_texts": [], "domain_texts": TEXTS, "tokenizer": word_tokenizer()},
+         "needs calibration_texts"),
+        ({"method": "d_pruner", "calibration_texts": TEXTS, "domain_texts": ["", "the"], "tokenizer": word_tokenizer()},
+         "domain_texts tokenised to no sequence"),
+        ({"method": "d_pruner", "calibration_texts": TEXTS, "domain_texts": "the cat", "tokenizer": word_tokenizer()},
+         "domain_texts must be a list"),
+        ({"method": "d_pruner", "calibration_texts": TEXTS, "domain_texts": TEXTS, "tokenizer": word_tokenizer(),
+          "regularization_weight": -1}, "regularization_weight"),
+        ({"method": "wanda", "calibration_texts": TEXTS, "domain_texts": TEXTS, "tokenizer": word_tokenizer()},
+         "applies to method='d_pruner' only"),
     ],
 )
 def test_bad_input_raises_value_error(kwargs, message):
@@ -283,3 +305,126 @@ def test_calibration_texts_join_each_rows_parts_and_sample_with_a_seed():
     assert sample_calibration_texts(text) == ["a line"]
     with pytest.raises(ValueError, match="calibration_samples=0"):
         sample_calibration_texts(alpaca, 0)
+
+
+# D-Pruner: the general texts never use the domain's words
+GENERAL_TEXTS = ["the cat sat on the mat and the dog ran", "a dog was on it then it sat",
+                 "the cat ran and it is on a mat"]
+DOMAIN_TEXTS = ["big red small blue slow fast red big", "red blue big small fast slow", "slow big red fast blue small",
+                "blue slow red big fast small", "fast fast red blue big small slow", "small red big slow blue"]
+DOMAIN_WORDS = ["big", "small", "red", "blue", "fast", "slow"]
+
+
+def linear_inputs(model, layer_index: int, name: str, texts) -> torch.Tensor:
+    """The inputs of one Linear over all tokens of a dense forward of each text, (tokens, in_features)."""
+    module = decoder_layers(model)[layer_index].get_submodule(name)
+    seen = []
+    handle = module.register_forward_hook(lambda mod, args, out: seen.append(args[0][0].detach()))
+    with torch.no_grad():
+        for text in texts:
+            model(input_ids=ids_of(text))
+    handle.remove()
+    return torch.cat(seen)
+
+
+def test_general_importance_is_the_least_output_error_of_removing_each_weight():
+    model = tiny_llama().double()
+    importance, tokens = general_importance(model, word_tokenizer(), TEXTS)
+    assert tokens == sum(ids_of(t).numel() for t in TEXTS)
+    for layer_index, name in [(0, "self_attn.k_proj"), (1, "mlp.down_proj")]:
+        x = linear_inputs(model, layer_index, name, TEXTS)
+        weight = decoder_layers(model)[layer_index].get_submodule(name).weight.detach()
+        count, width = x.shape
+        damping = GENERAL_IMPORTANCE_DAMPENING * float((x * x).sum(0).mean()) / count
+        # the error of changing a row by d is ||A d||^2 = (1/T) sum_t (d . x_t)^2 + damping ||d||^2
+        a = torch.cat([x / count**0.5, damping**0.5 * torch.eye(width, dtype=x.dtype)])
+        expected = torch.empty_like(weight)
+        for j in range(width):  # in every row i, d_j = W_ij is forced and the rest of the row re-fitted
+            rest = [k for k in range(width) if k != j]
+            forced = a[:, j : j + 1] * weight[:, j]  # one column per row i
+            refit = torch.linalg.lstsq(a[:, rest], -forced).solution
+            expected[:, j] = (forced + a[:, rest] @ refit).pow(2).sum(0)
+        torch.testing.assert_close(importance[f"{layer_index}.{name}"].double(), expected, rtol=1e-4, atol=1e-9)
+
+
+def test_d_pruner_scores_are_the_fisher_and_regulariser_terms_from_per_sequence_gradients():
+    model = tiny_llama().double()
+    lam = 0.7
+    scores, details = d_pruner_importance(model, word_tokenizer(), TEXTS, DOMAIN_TEXTS, lam)
+    general, _ = general_importance(model, word_tokenizer(), TEXTS)
+    weights = {f"{i}.{n}": m.weight for i, layer in enumerate(decoder_layers(model))
+               for n, m in layer.named_modules() if isinstance(m, nn.Linear)}
+    grads = []
+    for text in DOMAIN_TEXTS:
+        ids = ids_of(text)
+        logits = model(input_ids=ids).logits[0, :-1]
+        loss = nn.functional.cross_entropy(logits, ids[0, 1:])  # the mean next-token loss of this sequence
+        grads.append(torch.autograd.grad(loss, list(weights.values())))
+    assert set(scores) == set(weights) and details["domain_sequences"] == len(DOMAIN_TEXTS)
+    for k, (key, weight) in enumerate(weights.items()):
+        per_sequence = torch.stack([g[k] for g in grads])
+        fisher = per_sequence.pow(2).mean(0)
+        w = weight.detach()
+        penalty = general[key].double() * w**2
+        scale = (0.5 * fisher * w**2).sum() / penalty.sum()  # G in the loss's units
+        expected = 0.5 * fisher * w**2 + lam * scale * penalty
+        torch.testing.assert_close(scores[key].double(), expected, rtol=1e-4, atol=1e-7 * float(expected.max()))
+        assert weight.requires_grad and weight.grad is None
+
+
+@pytest.mark.parametrize("sparsity,n_m", [(0.3, None), (None, (2, 4))])
+def test_d_pruner_reaches_the_exact_sparsity_in_every_row_and_group(sparsity, n_m):
+    model = tiny_llama()
+    report = prune_model(model, method="d_pruner", sparsity=sparsity, n_m=n_m, calibration_texts=TEXTS,
+                         domain_texts=DOMAIN_TEXTS, tokenizer=word_tokenizer(), show_progress=False)
+    for name, module in decoder_linears(model):
+        kept = module.weight != 0
+        if n_m is None:
+            assert (kept.sum(1) == module.in_features - int(module.in_features * 0.3)).all(), name
+        else:
+            assert (kept.reshape(module.out_features, -1, 4).sum(-1) == 2).all(), name
+    total = sum(m.weight.numel() for _, m in decoder_linears(model))
+    zeros = sum(m.out_features * int(m.in_features * report.target_sparsity) for _, m in decoder_linears(model))
+    assert report.sparsity == pytest.approx(zeros / total)
+    assert report.calibration_tokens == sum(ids_of(t).numel() for t in TEXTS)
+    assert report.details["domain_tokens"] == sum(ids_of(t).numel() for t in DOMAIN_TEXTS)
+
+
+def planted_domain_model() -> tuple:
+    """A tiny Llama whose first layer's MLP channels 0-7 fire only on the domain's words: only domain tokens carry
+    hidden feature 0, which nothing else writes, and those channels read feature 0 alone. Returns the model and the
+    columns of the first layer's down_proj that only the domain uses."""
+    model = tiny_llama(seed=2)
+    tokenizer = word_tokenizer()
+    planted = list(range(8))
+    with torch.no_grad():
+        embed = model.model.embed_tokens.weight
+        embed[:, 0] = 0
+        embed[tokenizer.convert_tokens_to_ids(DOMAIN_WORDS), 0] = 1.0
+        for layer in decoder_layers(model):
+            layer.self_attn.o_proj.weight[0] = 0
+            layer.mlp.down_proj.weight[0] = 0
+        mlp = decoder_layers(model)[0].mlp
+        for proj in (mlp.gate_proj, mlp.up_proj):
+            proj.weight[planted] = 0
+            proj.weight[planted, 0] = 3.0
+        down = mlp.down_proj.weight[1:, planted]  # row 0 stays all zeros
+        mlp.down_proj.weight[1:, planted] = down.sign() * (0.3 + down.abs())  # no planted weight near 0
+    return model, planted
+
+
+def test_domain_only_weights_survive_a_domain_aware_prune_and_fall_to_a_general_only_prune():
+    tokenizer = word_tokenizer()
+    runs = {
+        "domain-aware": {"method": "d_pruner", "domain_texts": DOMAIN_TEXTS},
+        "general-only": {"method": "wanda"},
+    }
+    for run, kwargs in runs.items():
+        model, planted = planted_domain_model()
+        prune_model(model, sparsity=0.5, calibration_texts=GENERAL_TEXTS, tokenizer=tokenizer, show_progress=False,
+                    **kwargs)
+        domain_only = decoder_layers(model)[0].mlp.down_proj.weight[1:, planted]
+        if run == "domain-aware":
+            assert (domain_only != 0).all(), run
+        else:
+            assert (domain_only == 0).all(), run
