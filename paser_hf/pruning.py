@@ -42,7 +42,7 @@ METHODS = ("magnitude", "wanda", "d_pruner", "structured_mlp", "layer_drop")
 _NEEDS_CALIBRATION = ("wanda", "d_pruner", "layer_drop")
 _UNSTRUCTURED = ("magnitude", "wanda", "d_pruner")
 #: Dampening of the layer Hessians in D-Pruner's general importance, as a fraction of their mean diagonal (SparseGPT's
-#: default; the D-Pruner paper takes its general importance from SparseGPT's error and gives no other value).
+#: default; the D-Pruner abstract and its authors' README take the general importance from SparseGPT's error).
 GENERAL_IMPORTANCE_DAMPENING = 0.01
 #: D-Pruner's defaults: the regulariser weight lambda (on the scale `d_pruner_importance` puts the general importance
 #: in; 1 weighs both terms alike), and the sizes of the open-domain set (128 rows, SparseGPT's, whose error the
@@ -448,15 +448,16 @@ def d_pruner_importance(
 
     with L_n the mean next-token loss of domain sequence n and G the general importance (`general_importance`, step
     1, on ``general_texts``). The regulariser is quadratic, so its term is exact; its gradient 2 lambda c G (W' - W)
-    is zero at W' = W, which is where the weights are scored. (The authors' code also steps the weights on the
-    domain data with LOMO; here nothing is updated: pruning stays one-shot and needs no optimizer.) The first-order
-    term -g_m W_m of a Taylor expansion is left out, as Optimal Brain Damage does: the mean gradient g of a
+    is zero at W' = W, which is where the weights are scored. (The authors' README describes stepping the weights
+    on the domain data with LOMO; here nothing is updated: pruning stays one-shot and needs no optimizer.) The
+    first-order term -g_m W_m of a Taylor expansion is left out, as Optimal Brain Damage does: the mean gradient g of a
     pretrained model is sampling noise of size sqrt(F/N), and being first order in W it outweighed the second-order
     terms by ~1e5 on SmolLM2-135M, which made the score |g W| and the pruned model worse than magnitude pruning.
 
     G is a squared activation error and the loss is in nats, so each Linear's G is put in the loss's units by
     c = sum_m 1/2 F_m W_m^2 / sum_m G_m W_m^2 over its weights: lambda = 1 gives generality as much weight as the
-    domain (the paper gives no scale; this keeps lambda portable).
+    domain (only the paper's abstract could be read here, so its own lambda and scale are not checked against
+    this; the rescaling keeps lambda portable across layers and models).
 
     Memory: the model, one sequence's gradients of the decoder Linear weights, one float32 buffer per weight (the
     Fisher term, then the regulariser added) and one layer's G at a time. Returns ({"<layer index>.<module name>":
