@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
-from harness import MIX_TRAIN, RESULTS, emit, peak_rss_gib, run_child, wikitext_prefix
+from harness import MIX_TRAIN, RESULTS, PeakRss, emit, peak_rss_gib, run_child, wikitext_prefix
 from peft import LoraConfig
 from transformers import AutoModelForCausalLM
 
@@ -131,10 +131,8 @@ def evaluate(model, tokenizer, text: str, heldout: list, max_length: int) -> dic
 
 def prune_child(args) -> None:
     """The child process of `prune`: load the dense model, prune it with `--prune-child`'s method, save it to
-    `--save-to` and emit its seconds and memory (this process's resident memory once the model and the texts are
-    loaded, and its peak)."""
-    import psutil
-
+    `--save-to` and emit its seconds and memory: the resident memory once the model and the texts are loaded, its
+    peak while pruning (sampled), and the process's peak (loading included)."""
     kind, calibration = METHODS[args.prune_child]
     model, tokenizer = load_model_and_tokenizer(None, dtype=getattr(torch, args.dtype))
     rows = split_rows(args)
@@ -145,13 +143,15 @@ def prune_child(args) -> None:
     if kind == "d_pruner":
         kwargs.update(domain_texts=sample_calibration_texts(Dataset.from_list(rows["domain"])),
                       regularization_weight=args.regularization_weight)
-    loaded = psutil.Process().memory_info().rss / 2**30
     start = time.perf_counter()
-    report = prune_model(model, method=kind, sparsity=args.sparsity, calibration_max_length=args.max_length, **kwargs)
+    with PeakRss() as memory:
+        report = prune_model(model, method=kind, sparsity=args.sparsity, calibration_max_length=args.max_length,
+                             **kwargs)
     seconds = time.perf_counter() - start
     model.save_pretrained(args.save_to)
-    emit({"prune_seconds": round(seconds, 1), "rss_after_load_gib": round(loaded, 3),
-          "peak_rss_gib": round(peak_rss_gib(), 3), "sparsity": report.sparsity, "details": report.details})
+    emit({"prune_seconds": round(seconds, 1), "rss_after_load_gib": round(memory.baseline / 2**30, 3),
+          "pruning_peak_rss_gib": round(memory.peak / 2**30, 3), "process_peak_rss_gib": round(peak_rss_gib(), 3),
+          "sparsity": report.sparsity, "details": report.details})
 
 
 def prune(method: str, args, workdir: Path) -> tuple:
@@ -221,7 +221,7 @@ def run(args) -> dict:
 
 def table(results: dict) -> str:
     runs = results["runs"]
-    head = ["method", "prune s", "pruning peak RSS GiB (before pruning)", "WikiText-2 ppl", "code NLL", "recovered ppl",
+    head = ["method", "prune s", "peak RSS while pruning, GiB (before)", "WikiText-2 ppl", "code NLL", "recovered ppl",
             "recovered code NLL"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     dense = runs["dense"]
@@ -231,7 +231,7 @@ def table(results: dict) -> str:
         if pruned is None:
             continue
         after = f"{recovered['wikitext2_ppl']:.2f} | {recovered['code_nll']:.3f}" if recovered else "- | -"
-        memory = f"{pruned['peak_rss_gib']:.2f} ({pruned['rss_after_load_gib']:.2f})"
+        memory = f"{pruned['pruning_peak_rss_gib']:.2f} ({pruned['rss_after_load_gib']:.2f})"
         lines.append(f"| {method} | {pruned['prune_seconds']:.1f} | {memory} | "
                      f"{pruned['wikitext2_ppl']:.2f} | {pruned['code_nll']:.3f} | {after} |")
     return "\n".join(lines) + "\n"
@@ -259,6 +259,10 @@ def plot(results: dict, path: Path) -> None:
             ax.annotate("", (recovered["wikitext2_ppl"], recovered["code_nll"]),
                         (pruned["wikitext2_ppl"], pruned["code_nll"]), arrowprops={"arrowstyle": "->", "color": color})
     ax.set_xscale("log")
+    ax.set_xticks([20, 30, 50, 100, 200, 500, 1000, 2000])
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.0f"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.autoscale()
     ax.set_xlabel("WikiText-2 perplexity (generality, log scale)")
     ax.set_ylabel("held-out code NLL per response token (domain)")
     ax.set_title(f"SmolLM2-135M at {results['settings']['sparsity']:.0%} sparsity, code domain")
