@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from contextlib import nullcontext
 from typing import ClassVar
@@ -16,7 +17,7 @@ import torch
 from accelerate.utils import is_peft_model
 from datasets import Dataset
 from torch.distributed.tensor import DTensor
-from transformers import AutoTokenizer, PreTrainedModel
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from trl import SFTTrainer
 from trl.data_utils import get_dataset_column_names
 from trl.models import prepare_deepspeed, prepare_fsdp
@@ -92,7 +93,9 @@ class RecoveryTrainer(SFTTrainer):
     What changes, and why:
     - ``__init__`` maps Alpaca columns to prompt-completion (so a `PaserDatasetSelector` subset trains on the tokens
       PASER scored), then loads, checks and prepares the teacher after `SFTTrainer.__init__` has built the
-      accelerator.
+      accelerator. It hands `SFTTrainer` a copy of a given tokenizer: `SFTTrainer` sets ``pad_token`` on the
+      tokenizer it gets, which changed the caller's tokenizer and with it the key of every cached PASER stage of a
+      later selection in the same process (the JSD was scored again, 12 minutes on 2,000 rows on 2 CPU cores).
     - ``compute_loss``: with ``kd_alpha == 0`` (or in the SFT stage of a staged schedule) and ``chunked_ce`` off it is
       `SFTTrainer`'s. Else the student runs without labels and with ``output_hidden_states=True, logits_to_keep=1``: the ordinary forward
       through every wrapper (DDP, FSDP, DeepSpeed, PEFT), which skips trl's fused LM head (it returns no logits) and
@@ -153,6 +156,8 @@ class RecoveryTrainer(SFTTrainer):
             processing_class = AutoTokenizer.from_pretrained(
                 model if isinstance(model, str) else get_config_model_id(model.config)
             )
+        elif isinstance(processing_class, PreTrainedTokenizerBase):
+            processing_class = copy.deepcopy(processing_class)
         train_dataset = _alpaca_as_prompt_completion(train_dataset, processing_class)
         if isinstance(eval_dataset, dict):
             eval_dataset = {k: _alpaca_as_prompt_completion(v, processing_class) for k, v in eval_dataset.items()}
