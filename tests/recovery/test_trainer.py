@@ -157,7 +157,6 @@ def test_kd_alpha_zero_is_exactly_sft(tmp_path):
     assert torch.allclose(from_hidden_states, want, rtol=1e-5)  # the same sum, added in another order
 
 
-
 def test_the_callers_tokenizer_is_left_as_it_was(tmp_path):
     """trl sets pad_token on the tokenizer it trains with; the caller's must not change (PASER's caches are keyed
     by its hash, so a selection after training would score everything again)."""
@@ -169,6 +168,7 @@ def test_the_callers_tokenizer_is_left_as_it_was(tmp_path):
                               train_dataset=Dataset.from_list(ALPACA), processing_class=tok, peft_config=lora())
     assert tok.pad_token is None and Hasher.hash(tok) == before
     assert trainer.processing_class.pad_token == tok.eos_token
+
 
 def chat_rows():
     return [{"messages": [{"role": "user", "content": f"hi {i}"}, {"role": "assistant", "content": f"hello {i}!"}]}
