@@ -10,6 +10,7 @@ from paser_hf.recovery.losses import (
     completion_positions,
     distillation_loss,
     divergence,
+    forward_kl_and_ce,
 )
 
 
@@ -106,3 +107,62 @@ def test_chunked_head_losses_without_completion_tokens_are_differentiable_zeros(
     out = chunked_head_losses(h, torch.randn(0, 4), torch.zeros(0, dtype=torch.long), head, head)
     out.kd_sum.backward()
     assert out.kd_sum.item() == 0.0 and out.ce_sum.item() == 0.0 and out.num_correct.item() == 0
+
+
+def test_forward_kl_and_ce_has_the_gradient_of_its_value():
+    gen = torch.Generator().manual_seed(2)
+    z_s = torch.randn(6, 9, generator=gen, dtype=torch.float64, requires_grad=True)
+    z_t = torch.randn(6, 9, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 9, (6,), generator=gen)
+    assert torch.autograd.gradcheck(lambda z: forward_kl_and_ce(z, z_t, y), (z_s,))
+
+
+@pytest.mark.parametrize("dtype, rtol", [(torch.float32, 1e-5), (torch.bfloat16, 8e-3)])
+def test_forward_kl_and_ce_equals_the_composed_losses_in_float64(dtype, rtol):
+    """Values in float32 whatever the logits' dtype; the gradient rounded once, to the logits' dtype."""
+    gen = torch.Generator().manual_seed(3)
+    z_s, z_t = (torch.randn(7, 31, generator=gen).mul(3).to(dtype) for _ in range(2))
+    y = torch.randint(0, 31, (7,), generator=gen)
+
+    def run(fused):
+        z = z_s.clone().requires_grad_() if fused else z_s.double().requires_grad_()
+        if fused:
+            kd, ce = forward_kl_and_ce(z, z_t, y)
+        else:
+            log_q, log_p = z.log_softmax(-1), z_t.double().log_softmax(-1)
+            kd = (log_p.exp() * (log_p - log_q)).sum()
+            ce = -log_q[torch.arange(len(y)), y].sum()
+        (0.25 * kd + 0.75 * ce).backward()
+        return kd.detach(), ce.detach(), z.grad
+
+    got, want = run(True), run(False)
+    assert got[0].dtype == torch.float32 and got[2].dtype == dtype
+    torch.testing.assert_close(got[0].double(), want[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got[1].double(), want[1], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got[2].double(), want[2], rtol=rtol, atol=1e-6)
+
+
+@pytest.mark.parametrize("recompute", [True, False])
+def test_chunked_forward_kl_at_temperature_one_matches_full_logits(recompute):
+    """The case `forward_kl_and_ce` serves: forward KL, T = 1, the same vocabulary for both models."""
+    gen = torch.Generator().manual_seed(4)
+    n, hidden, vocab = 11, 8, 19
+    h_s = torch.randn(n, hidden, generator=gen, dtype=torch.float64)
+    h_t = torch.randn(n, hidden, generator=gen, dtype=torch.float64)
+    head_t = LogitHead(torch.randn(vocab, hidden, generator=gen, dtype=torch.float64))
+    w_s = torch.randn(vocab, hidden, generator=gen, dtype=torch.float64)
+    targets = torch.randint(0, vocab, (n,), generator=gen)
+
+    def run(chunked):
+        hs, ws = h_s.clone().requires_grad_(), w_s.clone().requires_grad_()
+        if chunked:
+            out = chunked_head_losses(hs, h_t, targets, LogitHead(ws), head_t, chunk_size=4, recompute=recompute)
+            kd, ce = out.kd_sum, out.ce_sum
+        else:
+            kd, ce = unchunked_head_losses(hs, h_t, targets, LogitHead(ws), head_t, "forward_kl", 1.0, 0.5, vocab)
+        (0.3 * kd + 0.7 * ce).backward()
+        return kd.detach(), ce.detach(), hs.grad, ws.grad
+
+    got, want = run(True), run(False)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a.double(), b.double(), rtol=1e-5, atol=1e-6)
