@@ -53,7 +53,7 @@ from paser_hf import (
 )
 from paser_hf.evaluation import load_mc_jsonl, multiple_choice_accuracy, perplexity
 from paser_hf.formatting import has_chat_template, make_row_formatter, tokenize_prompt_completion
-from paser_hf.models import load_model_and_tokenizer
+from paser_hf.models import load_model_and_tokenizer, load_tokenizer
 from paser_hf.pruning import count_parameters, decoder_layers, prune_model
 from paser_hf.recovery.offline import STORED_COLUMNS, has_stored_targets, stored_log_prob_divergence
 from paser_hf.recovery.run import recover as run_recovery
@@ -564,15 +564,42 @@ def power(results: dict, split: str, draws: int, seed: int = 0) -> list:
     return out
 
 
-def table(results: dict, split: str, intervals: list) -> str:
+def token_shares(indices, encoded: list[dict]) -> dict:
+    """The % of the training tokens of the rows at `indices` (`encode_rows` output) from each capability."""
+    tokens = dict.fromkeys(CAPABILITIES, 0)
+    for i in indices:
+        tokens[encoded[i]["capability"]] += len(encoded[i]["ids"])
+    return {cap: 100 * n / sum(tokens.values()) for cap, n in tokens.items()}
+
+
+def capability_shares(results: dict) -> dict:
+    """`token_shares` of every run with selected indices, and of the whole pool ("pool")."""
+    settings = results["settings"]
+    pool, _ = load_splits(settings["pool"], settings["eval_rows"])
+    encoded = encode_rows([(row, capability_of(row["source"])) for row in pool], load_tokenizer(None),
+                          settings["max_length"])
+    shares = {"pool": token_shares(range(len(encoded)), encoded)}
+    shares.update({key: token_shares(e["indices"], encoded) for key, e in results["runs"].items() if "indices" in e})
+    return shares
+
+
+def table(results: dict, split: str, intervals: list, shares: dict) -> str:
     runs = results["runs"]
-    lines = [f"Split: {split}. Damage recovered = (pruned - method) / (pruned - original), in %, mean over seeds.",
-             "", "| pruning | method | seeds | tokens/epoch | train s | select s | NLL general | NLL math | NLL code "
-             "| recovered NLL % | recovered KL % | WikiText-2 ppl | MC mean |", "|" + "---|" * 13]
+    lines = [f"Split: {split}. Damage recovered = (pruned - method) / (pruned - original), in %, mean over seeds. "
+             "Token shares: % of the training tokens from general / math / code rows (the pool: "
+             f"{' / '.join(f'{v:.0f}' for v in shares['pool'].values())}).",
+             "", "| pruning | method | seeds | tokens/epoch | token shares % | train s | select s | NLL general "
+             "| NLL math | NLL code | recovered NLL % | recovered KL % | WikiText-2 ppl | MC mean |", "|" + "---|" * 14]
     groups: dict = {}
-    for e in runs.values():
+    keys: dict = {}
+    for key, e in runs.items():
         groups.setdefault((e["pruning"], e["method"]), []).append(e)
+        keys.setdefault((e["pruning"], e["method"]), []).append(key)
     caps = results["capabilities"][split]
+
+    def share_cell(rows: list) -> str:
+        return " / ".join(f"{statistics.mean(r[cap] for r in rows):.0f}" for cap in CAPABILITIES) if rows else "-"
+
     for (pruning, method), entries in groups.items():
         means = [split_means(e, caps, split) for e in entries]
         rec = [summarize_run(results, e).get(f"{split}_recovered", {}) for e in entries]
@@ -586,6 +613,7 @@ def table(results: dict, split: str, intervals: list) -> str:
 
         lines.append("| " + " | ".join([
             pruning, method, str(len(entries)), avg([e.get("train_tokens") for e in entries], "{:.0f}"),
+            share_cell([shares[k] for k in keys[pruning, method] if k in shares]),
             avg([e.get("train_seconds") for e in entries], "{:.0f}"),
             avg([e.get("select_seconds") for e in entries], "{:.0f}"),
             *(avg([m[cap][0] for m in means], "{:.4f}") for cap in CAPABILITIES),
@@ -658,7 +686,7 @@ def main() -> None:
                                                          "against_random": differences,
                                                          "power": power(results, split, args.bootstrap)},
                                                         indent=1) + "\n")
-    text = table(results, split, differences)
+    text = table(results, split, differences, capability_shares(results))
     (args.out / "table.md").write_text(text)
     plot(levels, args.out / "recovery.png")
     print(text)

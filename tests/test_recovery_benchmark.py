@@ -43,6 +43,13 @@ def test_capability_means_follow_a_resample_with_repeats(bench):
     assert means["general"] == pytest.approx((3.0, 0.3))
 
 
+def test_token_shares_count_each_selected_rows_tokens_under_its_capability(bench):
+    encoded = [{"ids": [5, 6, 7], "capability": "general"}, {"ids": [5], "capability": "math"},
+               {"ids": [5, 6, 7, 8], "capability": "code"}]
+    shares = bench.token_shares([0, 2], encoded)
+    assert shares == pytest.approx({"general": 300 / 7, "math": 0.0, "code": 400 / 7})
+
+
 def test_damage_recovered_is_the_share_of_the_gap_closed(bench):
     original = {"general": (2.0, 0.0), "math": (1.0, 0.0), "code": (1.0, 0.0)}
     pruned = {"general": (4.0, 0.8), "math": (3.0, 0.5), "code": (2.0, 1.0)}
