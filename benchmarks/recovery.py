@@ -591,16 +591,15 @@ def table(results: dict, split: str, intervals: list, shares: dict) -> str:
              "", "| pruning | method | seeds | tokens/epoch | token shares % | train s | select s | NLL general "
              "| NLL math | NLL code | recovered NLL % | recovered KL % | WikiText-2 ppl | MC mean |", "|" + "---|" * 14]
     groups: dict = {}
-    keys: dict = {}
     for key, e in runs.items():
-        groups.setdefault((e["pruning"], e["method"]), []).append(e)
-        keys.setdefault((e["pruning"], e["method"]), []).append(key)
+        groups.setdefault((e["pruning"], e["method"]), []).append(key)
     caps = results["capabilities"][split]
 
     def share_cell(rows: list) -> str:
         return " / ".join(f"{statistics.mean(r[cap] for r in rows):.0f}" for cap in CAPABILITIES) if rows else "-"
 
-    for (pruning, method), entries in groups.items():
+    for (pruning, method), keys in groups.items():
+        entries = [runs[k] for k in keys]
         means = [split_means(e, caps, split) for e in entries]
         rec = [summarize_run(results, e).get(f"{split}_recovered", {}) for e in entries]
 
@@ -613,7 +612,7 @@ def table(results: dict, split: str, intervals: list, shares: dict) -> str:
 
         lines.append("| " + " | ".join([
             pruning, method, str(len(entries)), avg([e.get("train_tokens") for e in entries], "{:.0f}"),
-            share_cell([shares[k] for k in keys[pruning, method] if k in shares]),
+            share_cell([shares[k] for k in keys if k in shares]),
             avg([e.get("train_seconds") for e in entries], "{:.0f}"),
             avg([e.get("select_seconds") for e in entries], "{:.0f}"),
             *(avg([m[cap][0] for m in means], "{:.4f}") for cap in CAPABILITIES),

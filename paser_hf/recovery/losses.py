@@ -192,14 +192,14 @@ def chunked_head_losses(
         with torch.no_grad():
             z_t = teacher_head(h_t).to(device)
         vocab = kd_vocab_size or min(z_s.size(-1), z_t.size(-1))
-        if kind == "forward_kl" and temperature == 1.0 and vocab == z_s.size(-1):
+        # one student log-softmax serves the CE and the divergence when neither the temperature nor the vocabulary
+        # changes it (the usual case): a vocabulary-sized pass and its backward saved per chunk
+        same = temperature == 1.0 and vocab == z_s.size(-1)
+        if kind == "forward_kl" and same:
             kd, ce = forward_kl_and_ce(z_s, z_t[:, :vocab], y)
             return kd, ce, (z_s.detach().argmax(-1) == y).sum()
         log_probs = tempered_log_softmax(z_s)
         ce = F.nll_loss(log_probs, y, reduction="sum")
-        # one student log-softmax serves the CE and the divergence when neither the temperature nor the vocabulary
-        # changes it (the usual case): a vocabulary-sized pass and its backward saved per chunk
-        same = temperature == 1.0 and vocab == z_s.size(-1)
         log_q = log_probs if same else tempered_log_softmax(z_s[:, :vocab], temperature)
         with torch.no_grad():
             log_p = tempered_log_softmax(z_t[:, :vocab], temperature)
