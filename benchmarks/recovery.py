@@ -53,7 +53,7 @@ from paser_hf import (
 )
 from paser_hf.evaluation import load_mc_jsonl, multiple_choice_accuracy, perplexity
 from paser_hf.formatting import has_chat_template, make_row_formatter, tokenize_prompt_completion
-from paser_hf.models import load_model_and_tokenizer, load_tokenizer
+from paser_hf.models import fastest_dtype, load_model_and_tokenizer, load_tokenizer
 from paser_hf.pruning import count_parameters, decoder_layers, prune_model
 from paser_hf.recovery.offline import STORED_COLUMNS, has_stored_targets, stored_log_prob_divergence
 from paser_hf.recovery.run import recover as run_recovery
@@ -108,7 +108,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--topk", type=int, default=64, help="original top-k cached for the KL")
     p.add_argument("--ppl-tokens", type=int, default=16384)
     p.add_argument("--mc-per-task", type=int, default=200)
-    p.add_argument("--eval-dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    p.add_argument("--eval-dtype", default="auto", choices=["auto", "bfloat16", "float32"],
+                   help="dtype of evaluation and of PASER's JSD scoring; auto: bfloat16 where the CPU has it natively "
+                   "(`paser_hf.models.fastest_dtype`), else float32. Each run records what it used.")
     p.add_argument("--check-dtype", action="store_true",
                    help="also evaluate each pruned model in float32 and record the relative difference")
     p.add_argument("--bootstrap", type=int, default=2000)
@@ -116,13 +118,14 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="skip runs already in OUT/results.json")
     p.add_argument("--summarize", action="store_true", help="only rebuild the table, intervals and plot")
     args = p.parse_args()
+    args.dtype = fastest_dtype("cpu") if args.eval_dtype == "auto" else args.eval_dtype
     if args.pilot:
         args.prunings, args.splits, args.mc_per_task, args.check_dtype = ["structured"], ["dev"], 0, True
     return args
 
 
 def settings_of(args) -> dict:
-    skip = ("out", "resume", "summarize", "methods", "seeds", "prunings", "bootstrap", "check_dtype")
+    skip = ("out", "resume", "summarize", "methods", "seeds", "prunings", "bootstrap", "check_dtype", "dtype")
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in skip}
 
 
@@ -234,7 +237,7 @@ class Evaluation:
         self.targets = {s: original_targets(model, self.encoded[s], args.topk) for s in args.splits}
 
     def in_eval_dtype(self, model):
-        dtype = getattr(torch, self.args.eval_dtype)
+        dtype = getattr(torch, self.args.dtype)
         if next(model.parameters()).dtype != dtype:
             model = copy.deepcopy(model).to(dtype)
         return model.eval()
@@ -262,6 +265,7 @@ class Evaluation:
         if self.mc:
             out["mc_mean"] = statistics.mean(out[t] for t in self.mc)
         out["eval_seconds"] = round(time.perf_counter() - start, 1)
+        out["eval_dtype"] = self.args.dtype
         return out
 
 
@@ -306,7 +310,7 @@ def training_tokens(pool: Dataset, indices: list, tokenizer, max_length: int) ->
 
 def train(pruned, original, tokenizer, subset: Dataset, args, kd_alpha: float, seed: int, workdir: Path):
     """LoRA SFT (or KD, offline from the original's top-k stored on `subset` when it has them) of a copy of `pruned`
-    on `subset`: (merged model, train seconds, steps, loss)."""
+    on `subset`: (merged model, train seconds, steps, loss, whether it trained under bf16 autocast)."""
     config = RecoveryConfig(
         output_dir=str(workdir), num_train_epochs=args.epochs, per_device_train_batch_size=args.batch_size,
         learning_rate=args.learning_rate, lr_scheduler_type="cosine", warmup_steps=0.03, max_length=args.max_length,
@@ -319,7 +323,7 @@ def train(pruned, original, tokenizer, subset: Dataset, args, kd_alpha: float, s
     result = run_recovery(copy.deepcopy(pruned).train(), config, subset.select_columns(columns), tokenizer,
                           peft_config=lora, teacher_model=original if kd_alpha and not stored else None, save=False)
     state = result.train_output
-    return result.model, result.seconds, state.global_step, state.training_loss
+    return result.model, result.seconds, state.global_step, state.training_loss, config.bf16
 
 
 def planned_runs(args) -> list:
@@ -378,7 +382,7 @@ def run(args) -> dict:
             results["dtype_check"][pruning] = evaluate.dtype_check(pruned)
             save()
             print("dtype check", json.dumps(results["dtype_check"][pruning]), flush=True)
-        scoring = getattr(torch, "bfloat16")
+        scoring = getattr(torch, args.dtype)
         original_s, pruned_s = copy.deepcopy(original).to(scoring), copy.deepcopy(pruned).to(scoring)
         for _, method, unit, seed in todo:
             key = f"{pruning}/{method}/seed{seed}"
@@ -394,12 +398,13 @@ def run(args) -> dict:
             select_seconds = time.perf_counter() - t0
             tokens, completion = training_tokens(pool, indices, tokenizer, args.max_length)
             kd_alpha = 1.0 if method == "paser_kd" else 0.0
-            model, seconds, steps, loss = train(pruned, original, tokenizer, subset, args, kd_alpha, seed,
+            model, seconds, steps, loss, bf16 = train(pruned, original, tokenizer, subset, args, kd_alpha, seed,
                                                 args.out / "work" / "trainer")
             entry = {"pruning": pruning, "method": method, "unit": unit, "seed": seed, "rows": len(indices),
                      "train_tokens": tokens, "train_completion_tokens": completion,
                      "select_seconds": round(select_seconds, 1), "train_seconds": round(seconds, 1),
-                     "train_steps": steps, "train_loss": loss, "selection": selection, "indices": indices,
+                     "train_steps": steps, "train_loss": loss, "train_bf16": bf16, "selection": selection,
+                     "indices": indices,
                      **evaluate(model)}
             results["runs"][key] = entry
             save()
@@ -629,6 +634,13 @@ def table(results: dict, split: str, intervals: list, shares: dict) -> str:
         lines.append("| " + " | ".join([r["pruning"], r["method"], r["reference"], str(r["seeds"]),
                                         f"{r['tokens_ratio']:.3f}", cell(r["nll"]), cell(r["general_nll"]),
                                         cell(r["math_nll"]), cell(r["code_nll"]), cell(r["kl"])]) + " |")
+    # the machines differ from session to session; `--eval-dtype auto` and RecoveryConfig follow their bf16 support
+    for what, test in (("evaluated (and PASER-scored) in float32 rather than bfloat16", lambda e: e.get("eval_dtype")
+                        == "float32"), ("trained in float32 rather than under bf16 autocast",
+                                        lambda e: e.get("train_bf16") is False)):
+        keys = [key for key, e in runs.items() if test(e)]
+        if keys:
+            lines += ["", f"Runs {what}: {', '.join(keys)}."]
     return "\n".join(lines) + "\n"
 
 

@@ -96,3 +96,25 @@ def test_power_splits_seed_and_row_variance_and_projects_the_half_width(bench):
     assert row["differences"] == [25.0, 5.0, 15.0]
     assert row["var_seeds"] == pytest.approx(100.0) and row["var_rows"] == pytest.approx(0.0)
     assert row["half_width"]["3 seeds, 1 rows"] == pytest.approx(round(1.96 * (100 / 3) ** 0.5, 2))
+
+
+def test_table_names_the_runs_evaluated_or_trained_without_bf16(bench):
+    def rows(nll):
+        return dict(nll=[nll] * 4, kl=[nll - 1.0] * 4, tokens=[1] * 4)
+
+    results = {"capabilities": {"report": CAPS}, "runs": {
+        "original": entry(**rows(1.0), pruning="none", method="original", eval_dtype="bfloat16"),
+        "structured/no_recovery": entry(**rows(3.0), pruning="structured", method="no_recovery",
+                                        eval_dtype="float32"),
+        "structured/random_tokens/seed0": entry(**rows(2.0), pruning="structured", method="random_tokens",
+                                                eval_dtype="bfloat16", train_bf16=True),
+        "structured/random_tokens/seed1": entry(**rows(2.5), pruning="structured", method="random_tokens",
+                                                eval_dtype="float32", train_bf16=False),
+    }}
+    shares = {"pool": {"general": 50.0, "math": 25.0, "code": 25.0}}
+    text = bench.table(results, "report", [], shares)
+    assert ("Runs evaluated (and PASER-scored) in float32 rather than bfloat16: structured/no_recovery, "
+            "structured/random_tokens/seed1.") in text
+    assert "Runs trained in float32 rather than under bf16 autocast: structured/random_tokens/seed1." in text
+    bf16_only = {**results, "runs": {k: v for k, v in results["runs"].items() if "seed1" not in k and "no_rec" not in k}}
+    assert "float32" not in bench.table(bf16_only, "report", [], shares)
