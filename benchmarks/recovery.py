@@ -399,7 +399,7 @@ def run(args) -> dict:
             tokens, completion = training_tokens(pool, indices, tokenizer, args.max_length)
             kd_alpha = 1.0 if method == "paser_kd" else 0.0
             model, seconds, steps, loss, bf16 = train(pruned, original, tokenizer, subset, args, kd_alpha, seed,
-                                                args.out / "work" / "trainer")
+                                                      args.out / "work" / "trainer")
             entry = {"pruning": pruning, "method": method, "unit": unit, "seed": seed, "rows": len(indices),
                      "train_tokens": tokens, "train_completion_tokens": completion,
                      "select_seconds": round(select_seconds, 1), "train_seconds": round(seconds, 1),
@@ -635,10 +635,13 @@ def table(results: dict, split: str, intervals: list, shares: dict) -> str:
                                         f"{r['tokens_ratio']:.3f}", cell(r["nll"]), cell(r["general_nll"]),
                                         cell(r["math_nll"]), cell(r["code_nll"]), cell(r["kl"])]) + " |")
     # the machines differ from session to session; `--eval-dtype auto` and RecoveryConfig follow their bf16 support
-    for what, test in (("evaluated (and PASER-scored) in float32 rather than bfloat16", lambda e: e.get("eval_dtype")
-                        == "float32"), ("trained in float32 rather than under bf16 autocast",
-                                        lambda e: e.get("train_bf16") is False)):
-        keys = [key for key, e in runs.items() if test(e)]
+    off_bf16 = {
+        "evaluated (and PASER-scored) in float32 rather than bfloat16":
+            [key for key, e in runs.items() if e.get("eval_dtype") == "float32"],
+        "trained in float32 rather than under bf16 autocast":
+            [key for key, e in runs.items() if e.get("train_bf16") is False],
+    }
+    for what, keys in off_bf16.items():
         if keys:
             lines += ["", f"Runs {what}: {', '.join(keys)}."]
     return "\n".join(lines) + "\n"
