@@ -382,8 +382,8 @@ def run(args) -> dict:
             results["dtype_check"][pruning] = evaluate.dtype_check(pruned)
             save()
             print("dtype check", json.dumps(results["dtype_check"][pruning]), flush=True)
-        scoring = getattr(torch, args.dtype)
-        original_s, pruned_s = copy.deepcopy(original).to(scoring), copy.deepcopy(pruned).to(scoring)
+        # PASER scores in the evaluation dtype: no copy where that is the models' own float32
+        original_s, pruned_s = evaluate.in_eval_dtype(original), evaluate.in_eval_dtype(pruned)
         for _, method, unit, seed in todo:
             key = f"{pruning}/{method}/seed{seed}"
             t0 = time.perf_counter()
