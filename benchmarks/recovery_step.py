@@ -132,9 +132,9 @@ def run_variant(args) -> dict:
         rows = capture_teacher_topk(rows, teacher, tokenizer, k=OFFLINE_TOPK, config=PaserConfig(
             max_length=args.max_length, show_progress=False, cache_dir=tempfile.mkdtemp()))
         capture_seconds = time.perf_counter() - start
-    kd = args.variant in ("kd", "naive_kd", "offline_kd")
-    if args.variant not in ("kd", "naive_kd"):
-        del teacher
+    online_teacher = args.variant in ("kd", "naive_kd")
+    kd = online_teacher or args.variant == "offline_kd"
+    if not online_teacher:
         teacher = None
 
     settings = dict(
