@@ -99,7 +99,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--prunings", nargs="+", default=["structured", "wanda_2_4"], choices=["structured", "wanda_2_4"])
     p.add_argument("--methods", nargs="+", default=None,
                    help="run only these methods of the grid (default: all; the Wanda grid runs random and PASER)")
-    p.add_argument("--seeds", type=int, default=None, help="at most this many seeds per method")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="seeds per method, for every method run (default: the grid's own count, 1 to 5); seeds 0 to "
+                   "N-1, so with --resume a larger N adds seeds to a method without rerunning the first")
     p.add_argument("--pilot", action="store_true", help="random vs PASER at a token budget, 3 seeds, structured, dev")
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--epochs", type=float, default=1.0)
@@ -333,7 +335,7 @@ def planned_runs(args) -> list:
         for method, unit, seeds in grid:
             if args.methods and method not in args.methods:
                 continue
-            for seed in range(min(seeds, args.seeds or seeds)):
+            for seed in range(args.seeds or seeds):
                 runs.append((pruning, method, unit, seed))
     first = {method for method, _, _ in PILOT}
     order = [method for method, _, _ in grid]

@@ -118,3 +118,23 @@ def test_table_names_the_runs_evaluated_or_trained_without_bf16(bench):
     assert "Runs trained in float32 rather than under bf16 autocast: structured/random_tokens/seed1." in text
     bf16_only = {**results, "runs": {k: v for k, v in results["runs"].items() if v["eval_dtype"] == "bfloat16"}}
     assert "float32" not in bench.table(bf16_only, "report", [], shares)
+
+
+def planned(bench, **given):
+    args = {"pilot": False, "prunings": ["structured"], "methods": None, "seeds": None, **given}
+    return bench.planned_runs(type("Args", (), args))
+
+
+def test_the_grid_runs_each_method_for_its_own_seed_count(bench):
+    runs = planned(bench)
+    paser = [r for r in runs if r[1] == "paser_tokens"]
+    assert paser == [("structured", "paser_tokens", "tokens", s) for s in range(5)]
+    assert [r[3] for r in runs if r[1] == "paser_no_degradation"] == [0]
+    assert runs[:2] == [("structured", "random_tokens", "tokens", 0), ("structured", "paser_tokens", "tokens", 0)]
+
+
+def test_seeds_sets_the_count_of_a_one_seed_method_and_of_a_five_seed_one(bench):
+    runs = planned(bench, prunings=["wanda_2_4"], methods=["paser_no_degradation", "random_tokens"], seeds=3)
+    assert sorted((r[1], r[3]) for r in runs) == [(m, s) for m in ("paser_no_degradation", "random_tokens")
+                                                   for s in range(3)]
+    assert {r[0] for r in runs} == {"wanda_2_4"}
