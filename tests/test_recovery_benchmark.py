@@ -1,6 +1,7 @@
 """The statistics of benchmarks/recovery.py: token-weighted means per capability, damage recovered, and paired
 bootstrap intervals, against hand computations."""
 
+import argparse
 import importlib.util
 import sys
 from pathlib import Path
@@ -122,7 +123,7 @@ def test_table_names_the_runs_evaluated_or_trained_without_bf16(bench):
 
 def planned(bench, **given):
     args = {"pilot": False, "prunings": ["structured"], "methods": None, "seeds": None, **given}
-    return bench.planned_runs(type("Args", (), args))
+    return bench.planned_runs(argparse.Namespace(**args))
 
 
 def test_the_grid_runs_each_method_for_its_own_seed_count(bench):
