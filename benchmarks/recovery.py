@@ -503,6 +503,7 @@ def method_intervals(results: dict, split: str, draws: int, seed: int = 0) -> tu
             levels.append({"pruning": pruning, "method": method, "unit": entries[0].get("unit"),
                            "seeds": len(entries), "train_tokens": statistics.mean(e["train_tokens"] for e in entries),
                            "train_seconds": statistics.mean(e["train_seconds"] for e in entries),
+                           "float32_train_runs": sum(e.get("train_bf16") is False for e in entries),
                            **bootstrap(entries, recovered, samples, rng)})
             if method.startswith("random"):
                 continue
@@ -650,11 +651,15 @@ def table(results: dict, split: str, intervals: list, shares: dict) -> str:
 
 
 def plot(levels: list, path: Path) -> None:
-    """Damage recovered against training tokens per capability, and per training minute, with 95% intervals."""
+    """Damage recovered against training tokens per capability, and per training minute, with 95% intervals.
+    Per minute, a hollow marker is a method with runs trained in float32 (a CPU without native bf16: ~2x slower)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    thousands = FuncFormatter(lambda x, _: f"{x / 1000:g}k")
 
     prunings = sorted({r["pruning"] for r in levels})
     if not prunings:
@@ -672,15 +677,17 @@ def plot(levels: list, path: Path) -> None:
                 point, lo, hi = r[panel]
                 axes[i][j].errorbar(r["train_tokens"], point, yerr=[[point - lo], [hi - point]], **style)
             point, lo, hi = (v * 60 / r["train_seconds"] for v in r["nll"])
-            axes[i][-1].errorbar(r["train_seconds"], point, yerr=[[point - lo], [hi - point]], **style)
+            hollow = {"markerfacecolor": "none"} if r.get("float32_train_runs") else {}
+            axes[i][-1].errorbar(r["train_seconds"], point, yerr=[[point - lo], [hi - point]], **style, **hollow)
         for j, panel in enumerate(panels):
             name = {"nll": "NLL, mean of capabilities", "kl": "KL to original, mean"}.get(panel, panel.replace(
                 "_nll", " NLL"))
             axes[i][j].set_title(f"{pruning}: {name}", fontsize=10)
             axes[i][j].set_xlabel("training tokens per epoch")
+            axes[i][j].xaxis.set_major_formatter(thousands)
             axes[i][j].set_ylabel("damage recovered (%)")
         axes[i][-1].set_title(f"{pruning}: NLL recovered per training minute", fontsize=10)
-        axes[i][-1].set_xlabel("train seconds")
+        axes[i][-1].set_xlabel("train seconds (hollow: float32 runs)")
         axes[i][-1].set_ylabel("% per minute")
     handles, labels = axes[0][0].get_legend_handles_labels()
     unique = dict(zip(labels, handles))

@@ -90,6 +90,15 @@ def test_paired_difference_and_its_interval_match_a_hand_computation(bench):
     assert paser["nll"][0] == pytest.approx(100 * (0.75 + 0.55) / 2)
 
 
+def test_method_levels_count_the_runs_trained_in_float32(bench):
+    results = paired_results([2.0, 2.2], [1.5, 1.9])
+    results["runs"]["s/paser_tokens/seed1"]["train_bf16"] = False
+    results["runs"]["s/random_tokens/seed0"]["train_bf16"] = True
+    levels, _ = bench.method_intervals(results, "report", draws=20)
+    assert {level["method"]: level["float32_train_runs"] for level in levels} == {"random_tokens": 0,
+                                                                                   "paser_tokens": 1}
+
+
 def test_power_splits_seed_and_row_variance_and_projects_the_half_width(bench):
     results = paired_results([2.0, 2.0, 2.0], [1.5, 1.9, 1.7])
     (row,) = bench.power(results, "report", draws=50)
