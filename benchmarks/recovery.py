@@ -687,7 +687,7 @@ def plot(levels: list, path: Path) -> None:
             axes[i][j].xaxis.set_major_formatter(thousands)
             axes[i][j].set_ylabel("damage recovered (%)")
         axes[i][-1].set_title(f"{pruning}: NLL recovered per training minute", fontsize=10)
-        axes[i][-1].set_xlabel("train seconds (hollow: float32 runs)")
+        axes[i][-1].set_xlabel("train seconds (hollow: some runs in float32)")
         axes[i][-1].set_ylabel("% per minute")
     handles, labels = axes[0][0].get_legend_handles_labels()
     unique = dict(zip(labels, handles))
