@@ -98,7 +98,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--budget", type=float, default=0.2)
     p.add_argument("--prunings", nargs="+", default=["structured", "wanda_2_4"], choices=["structured", "wanda_2_4"])
     p.add_argument("--methods", nargs="+", default=None,
-                   help="run only these methods of the grid (default: all; the Wanda grid runs random and PASER)")
+                   help="run only these methods of the grid (default: all of them, on every pruning)")
     p.add_argument("--seeds", type=int, default=None,
                    help="seeds per method, for every method run (default: the grid's own count, 1 to 5); seeds 0 to "
                    "N-1, so with --resume a larger N adds seeds to a method without rerunning the first")
