@@ -34,6 +34,7 @@ import json
 import random
 import statistics
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -397,6 +398,8 @@ def run(args) -> dict:
                 subset = selector(pool)
                 indices = [int(i) for i in selector.selected_indices_]
                 selection = {"timings": selector.report_.to_dict().get("timings")}
+                if hasattr(selector, "clustering_"):
+                    selection["k"] = int(selector.clustering_.k)
             select_seconds = time.perf_counter() - t0
             tokens, completion = training_tokens(pool, indices, tokenizer, args.max_length)
             kd_alpha = 1.0 if method == "paser_kd" else 0.0
@@ -467,6 +470,12 @@ def interval(point: dict, boot: list) -> dict:
     return out
 
 
+def stream(seed: int, *names: str):
+    """A random generator of its own for one comparison (seeded by `seed` and the names), so that adding runs of
+    one method leaves every other method's interval as it was."""
+    return np.random.default_rng([seed, *(zlib.crc32(name.encode()) for name in names)])
+
+
 def bootstrap(groups: list, value, samples: list, rng) -> dict:
     """Mean of ``value(group, rows)`` over `groups` (seeds), with its interval from resampling rows and seeds."""
     point_values = [value(g, None) for g in groups]
@@ -484,8 +493,7 @@ def method_intervals(results: dict, split: str, draws: int, seed: int = 0) -> tu
     unit and seed, the paired difference with its interval. 95% bootstrap over rows within capability and seeds."""
     caps = np.asarray(results["capabilities"][split])
     runs = results["runs"]
-    rng = np.random.default_rng(seed)
-    samples = resamples(caps, draws, rng)
+    samples = resamples(caps, draws, np.random.default_rng(seed))
     original = runs["original"]
     levels, differences = [], []
     for pruning in results.get("pruning", {}):
@@ -504,7 +512,7 @@ def method_intervals(results: dict, split: str, draws: int, seed: int = 0) -> tu
                            "seeds": len(entries), "train_tokens": statistics.mean(e["train_tokens"] for e in entries),
                            "train_seconds": statistics.mean(e["train_seconds"] for e in entries),
                            "float32_train_runs": sum(e.get("train_bf16") is False for e in entries),
-                           **bootstrap(entries, recovered, samples, rng)})
+                           **bootstrap(entries, recovered, samples, stream(seed, pruning, method))})
             if method.startswith("random"):
                 continue
             reference = "random_rows" if entries[0].get("unit") == "rows" else "random_tokens"
@@ -520,7 +528,7 @@ def method_intervals(results: dict, split: str, draws: int, seed: int = 0) -> tu
             differences.append({"pruning": pruning, "method": method, "reference": reference, "seeds": len(pairs),
                                 "tokens_ratio": round(statistics.mean(a["train_tokens"] / b["train_tokens"]
                                                                       for a, b in pairs), 4),
-                                **bootstrap(pairs, difference, samples, rng)})
+                                **bootstrap(pairs, difference, samples, stream(seed, pruning, method, reference))})
     return levels, differences
 
 

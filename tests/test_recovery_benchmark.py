@@ -90,6 +90,18 @@ def test_paired_difference_and_its_interval_match_a_hand_computation(bench):
     assert paser["nll"][0] == pytest.approx(100 * (0.75 + 0.55) / 2)
 
 
+def test_adding_runs_of_one_method_leaves_the_other_intervals_as_they_were(bench):
+    before = paired_results([2.0, 2.0, 2.0], [1.5, 1.9, 1.7])
+    after = paired_results([2.0, 2.0, 2.0], [1.5, 1.9, 1.7])
+    extra = {f"s/longest/seed{seed}": entry([nll] * 4, [0.5] * 4, [1, 1, 1, 1], pruning="s", method="longest",
+                                            unit="tokens", seed=seed, train_tokens=100, train_seconds=10.0)
+             for seed, nll in enumerate([2.5, 1.0, 1.8])}
+    after["runs"] = {**extra, **after["runs"]}
+    first, second = (bench.method_intervals(r, "report", draws=200)[1] for r in (before, after))
+    assert [d["method"] for d in second] == ["longest", "paser_tokens"]
+    assert second[1] == first[0]
+
+
 def test_method_levels_count_the_runs_trained_in_float32(bench):
     results = paired_results([2.0, 2.2], [1.5, 1.9])
     results["runs"]["s/paser_tokens/seed1"]["train_bf16"] = False

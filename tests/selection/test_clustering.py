@@ -8,7 +8,6 @@ from sklearn.metrics import adjusted_rand_score, homogeneity_score
 
 from paser_hf.selection import clustering
 from paser_hf.selection.clustering import (
-    ELBOW_PATIENCE,
     LowRankKernel,
     cluster_instructions,
     elbow,
@@ -45,10 +44,18 @@ def test_elbow_recovers_planted_clusters(method, k):
     assert result.method == method
     assert result.k == k
     assert adjusted_rand_score(truth, result.labels) >= 0.9
-    # the curve stops once ELBOW_PATIENCE cuts in a row are small
-    assert min(result.k_curve) == 2 and max(result.k_curve) == k + ELBOW_PATIENCE
+    assert sorted(result.k_curve) == list(range(2, PaserConfig().max_clusters + 1))
     assert result.labels.dtype == np.int64
     assert set(result.labels.tolist()) == set(range(result.k))
+
+
+def test_the_error_curve_is_not_cut_short_by_a_flat_stretch():
+    """Two planted clusters: every cut after K = 2 is small, and the curve still runs to max_clusters, so a drop
+    after a long flat stretch stays visible to the elbow rule."""
+    x, _ = planted(200, 2, seed=3)
+    result = cluster_instructions(x, config(clustering_method="dense", max_clusters=12))
+    assert sorted(result.k_curve) == list(range(2, 13))
+    assert result.k == 2
 
 
 def test_dense_and_sparse_paths_agree():
@@ -132,6 +139,8 @@ def test_elbow_rule():
     assert elbow({2: 0.5, 3: 0.3, 4: 0.05, 5: 0.049, 6: 0.01}, 0.05) == 6
     # many equal clusters: the first splits cut under 5% of e(2) each, the real drop comes at 6
     assert elbow({2: 0.145, 3: 0.14, 4: 0.134, 5: 0.129, 6: 0.04, 7: 0.039}, 0.05) == 6
+    # six small cuts (3% of e(2) each) before the drop at 9: the rule still finds it
+    assert elbow({2: 1.0, 3: 0.97, 4: 0.94, 5: 0.91, 6: 0.88, 7: 0.85, 8: 0.82, 9: 0.5, 10: 0.49}, 0.05) == 9
     assert elbow({2: 0.5, 3: 0.49}, 0.05) == 2
     assert elbow({2: 0.5, 3: 0.3}, 0.05) == 3
     assert elbow({2: 0.0, 3: 0.0}, 0.05) == 2
