@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import resource
 import subprocess
 import sys
@@ -42,28 +43,55 @@ def peak_rss_gib() -> float:
 
 
 class PeakRss:
-    """Peak resident memory of this process inside a ``with`` block, sampled every 2 ms by a thread (needs psutil):
-    ``baseline`` (bytes on entry) and ``peak`` (bytes)."""
+    """Peak resident memory of this process inside a ``with`` block: ``baseline`` (bytes on entry) and ``peak``
+    (bytes). On Linux the kernel's high-water mark (VmHWM), reset on entry by writing 5 to /proc/self/clear_refs;
+    elsewhere sampled every 2 ms by a thread (needs psutil). The sampling thread took 5-10% of a LoRA step's wall
+    time on 2 cores, which the forward it is compared with did not pay."""
+
+    STATUS = Path("/proc/self/status")
 
     def __init__(self):
+        self.baseline = self.peak = 0
+        self.kernel = self.reset_high_water_mark()
+        self.done = threading.Event()
+        self.thread = None if self.kernel else threading.Thread(target=self.sample, daemon=True)
+
+    @staticmethod
+    def reset_high_water_mark() -> bool:
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            return False
+        return PeakRss.STATUS.exists()
+
+    def status_bytes(self, field: str) -> int:
+        match = re.search(rf"^{field}:\s+(\d+) kB", self.STATUS.read_text(), re.MULTILINE)
+        return int(match.group(1)) * 1024
+
+    def rss(self) -> int:
+        if self.kernel:
+            return self.status_bytes("VmRSS")
         import psutil
 
-        self.process = psutil.Process()
-        self.baseline = self.peak = 0
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self.sample, daemon=True)
+        return psutil.Process().memory_info().rss
 
     def sample(self):
         while not self.done.is_set():
-            self.peak = max(self.peak, self.process.memory_info().rss)
+            self.peak = max(self.peak, self.rss())
             time.sleep(0.002)
 
     def __enter__(self):
-        self.baseline = self.peak = self.process.memory_info().rss
-        self.thread.start()
+        if self.kernel:
+            self.reset_high_water_mark()
+        self.baseline = self.peak = self.rss()
+        if self.thread is not None:
+            self.thread.start()
         return self
 
     def __exit__(self, *_):
+        if self.kernel:
+            self.peak = max(self.baseline, self.status_bytes("VmHWM"))
+            return
         self.done.set()
         self.thread.join()
 

@@ -19,12 +19,15 @@ subprocess (clean peak RSS), `--repeats` times interleaved (each variant reports
 - offline_kd: kd_alpha=1 against the teacher's top-64 stored on the rows by `capture_teacher_topk` (untimed, in the
   same process, before training; its seconds are reported), no teacher in the step;
 - naive_kd: the same loss from both models' full (B, L, V) logits and a float32 log-softmax over all of them (not
-  run by default).
+  run by default);
+- sft_compiled, kd_compiled: sft and kd with ``torch_compile=True`` (the decoder blocks compiled in place); the
+  compilation happens in the untimed warm-up step, whose seconds are reported as ``first_step_s``.
 The teacher's and the student's forwards inside the steps are timed too (forward hooks), and the teacher's LM head on
 the first batch's completion tokens after training: an SFT step plus the teacher's forward and head is the floor of
 a KD step whatever its loss costs (``kd_floor_over_sft_step_time``).
-Memory is the process RSS sampled every 2 ms during training (on CUDA, `max_memory_allocated` too); "delta" is the
-peak minus the RSS just before `train()` (weights already loaded), i.e. what the steps themselves cost.
+Memory is the process's peak RSS during training (`harness.PeakRss`: the kernel's high-water mark, reset before
+`train()`; on CUDA, `max_memory_allocated` too); "delta" is the peak minus the RSS just before `train()` (weights
+already loaded), i.e. what the steps themselves cost.
 Results print as a table and go to benchmarks/results/recovery_step.json.
 """
 
@@ -40,8 +43,9 @@ from pathlib import Path
 
 from harness import RESULTS, PeakRss, emit, long_rows, run_child, step_timer
 
-VARIANTS = ("forward", "sft_trl_defaults", "sft", "sft_dropout", "kd", "naive_kd", "offline_kd")
-DEFAULT_VARIANTS = ("forward", "sft_trl_defaults", "sft", "kd", "offline_kd")
+VARIANTS = ("forward", "sft_trl_defaults", "sft", "sft_dropout", "kd", "naive_kd", "offline_kd", "sft_compiled",
+            "kd_compiled")
+DEFAULT_VARIANTS = ("forward", "sft_trl_defaults", "sft", "kd", "offline_kd", "sft_compiled", "kd_compiled")
 OFFLINE_TOPK = 64  # the k offline distillation stores by default (benchmarks/offline_kd.py)
 
 
@@ -132,7 +136,7 @@ def run_variant(args) -> dict:
         rows = capture_teacher_topk(rows, teacher, tokenizer, k=OFFLINE_TOPK, config=PaserConfig(
             max_length=args.max_length, show_progress=False, cache_dir=tempfile.mkdtemp()))
         capture_seconds = time.perf_counter() - start
-    online_teacher = args.variant in ("kd", "naive_kd")
+    online_teacher = args.variant in ("kd", "naive_kd", "kd_compiled")
     kd = online_teacher or args.variant == "offline_kd"
     if not online_teacher:
         teacher = None
@@ -145,6 +149,8 @@ def run_variant(args) -> dict:
     )
     if args.variant == "sft_trl_defaults":
         settings.update(bf16=False, gradient_checkpointing=True)
+    if args.variant.endswith("_compiled"):
+        settings.update(torch_compile=True)
     config = RecoveryConfig(**settings)
     trainer_class = naive_trainer_class() if args.variant == "naive_kd" else RecoveryTrainer
     timer = step_timer()
@@ -191,6 +197,8 @@ def run_variant(args) -> dict:
         "variant": args.variant,
         "bf16": config.bf16,
         "gradient_checkpointing": config.gradient_checkpointing,
+        "torch_compile": config.torch_compile,
+        "first_step_s": timer.times[0],
         "lora_dropout": dropout,
         "batch_shape": list(batch["input_ids"].shape),
         "completion_tokens_first_batch": completion_tokens,
@@ -221,7 +229,10 @@ def median_run(runs: list) -> dict:
     step times moved by 10-40% between processes on the 2-core machine, within a process by less."""
     key = "forward_s_median" if "forward_s_median" in runs[0] else "step_time_s_median"
     ordered = sorted(runs, key=lambda r: r[key])
-    return {**ordered[(len(ordered) - 1) // 2], f"{key}_per_process": [r[key] for r in runs]}
+    median = {**ordered[(len(ordered) - 1) // 2], f"{key}_per_process": [r[key] for r in runs]}
+    if "first_step_s" in runs[0]:  # the compile of a compiled variant, cold in the first process only
+        median["first_step_s_per_process"] = [r["first_step_s"] for r in runs]
+    return median
 
 
 def main() -> None:
@@ -254,9 +265,12 @@ def main() -> None:
     for name, r in results.items():
         if name != "forward" and forward:
             ratios[f"{name}_tokens_per_s_over_forward"] = r["tokens_per_s"] / forward["tokens_per_s"]
-    for name in ("kd", "naive_kd", "offline_kd", "sft_trl_defaults", "sft_dropout"):
+    for name in ("kd", "naive_kd", "offline_kd", "sft_trl_defaults", "sft_dropout", "sft_compiled"):
         if name in results and "sft" in results:
             ratios[f"{name}_over_sft_step_time"] = results[name]["step_time_s_median"] / results["sft"]["step_time_s_median"]
+    if "kd_compiled" in results and "sft_compiled" in results:
+        ratios["kd_compiled_over_sft_compiled_step_time"] = (
+            results["kd_compiled"]["step_time_s_median"] / results["sft_compiled"]["step_time_s_median"])
     if "kd" in results and "sft" in results:
         # the teacher's forward and its LM head on the completion tokens, added to an SFT step: what a KD step
         # costs with a free distillation loss

@@ -26,6 +26,10 @@ class RecoveryConfig(SFTConfig):
     elsewhere, where trl's default ``bf16=True`` fails; ``gradient_checkpointing`` off, since recomputing the forward
     costs a third of a CPU step and CPU memory is rarely what limits recovery; ``chunked_ce`` on and
     ``checkpoint_head_chunks`` off. Setting any of them explicitly wins.
+
+    ``torch_compile=True`` compiles the decoder blocks of the student and the teacher in place (regional
+    compilation) rather than the whole model. Off by default, as in trl: on 2 CPU cores the first step took 11-30 s
+    to compile, and each later LoRA step took 0.7x the eager one (SmolLM2-135M, batch 4 x 256).
     """
 
     _VALID_DICT_FIELDS = SFTConfig._VALID_DICT_FIELDS + ["teacher_model_init_kwargs"]

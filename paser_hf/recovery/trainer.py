@@ -14,8 +14,9 @@ from contextlib import nullcontext
 from typing import ClassVar
 
 import torch
-from accelerate.utils import is_peft_model
+from accelerate.utils import TorchDynamoPlugin, is_peft_model
 from datasets import Dataset
+from peft.helpers import disable_input_dtype_casting
 from torch.distributed.tensor import DTensor
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from trl import SFTTrainer
@@ -30,6 +31,7 @@ from trl.trainer.utils import (
 
 from ..formatting import to_trl_dataset
 from ..paper import PASER_PAPER
+from .compilation import compile_repeated_blocks
 from .config import RecoveryConfig
 from .losses import LogitHead, chunked_ce_losses, chunked_head_losses, completion_positions
 from .offline import (
@@ -83,6 +85,21 @@ def _full_head_tensors(weight: torch.Tensor, bias: torch.Tensor | None):
         return weight.detach().clone(), (None if bias is None else bias.detach().clone())
 
 
+def _autocast_once(tensor: torch.Tensor | None) -> torch.Tensor | None:
+    """A frozen float32 tensor cast to the autocast dtype of its device when autocast is on there, else unchanged.
+
+    Autocast casts a frozen weight again at every use (it caches only leaves that require a gradient); the chunked
+    losses use the LM head once per chunk, so casting it once per step gives the same products for less: the 4
+    casts of SmolLM2's 49,152 x 576 head took 70 ms of a 2 s LoRA step on 2 CPU cores.
+    """
+    if tensor is None or tensor.requires_grad or tensor.dtype != torch.float32:
+        return tensor
+    device_type = tensor.device.type
+    if not torch.is_autocast_enabled(device_type):
+        return tensor
+    return tensor.to(torch.get_autocast_dtype(device_type))
+
+
 def _input_device(model) -> torch.device:
     return model.get_input_embeddings().weight.device
 
@@ -97,13 +114,17 @@ class RecoveryTrainer(SFTTrainer):
       tokenizer it gets, which changed the caller's tokenizer and with it the key of every cached PASER stage of a
       later selection in the same process (the JSD was scored again, 12 minutes on 2,000 rows on 2 CPU cores).
     - ``compute_loss``: with ``kd_alpha == 0`` (or in the SFT stage of a staged schedule) and ``chunked_ce`` off it is
-      `SFTTrainer`'s. Else the student runs without labels and with ``output_hidden_states=True, logits_to_keep=1``: the ordinary forward
-      through every wrapper (DDP, FSDP, DeepSpeed, PEFT), which skips trl's fused LM head (it returns no logits) and
-      the model's own full-sequence logits. The final hidden states of the completion positions of both models then
-      go through their LM heads chunk by chunk (`paser_hf.recovery.losses.chunked_head_losses`), which gives the KD
-      term and the CE term from the same student logits; SFT with ``chunked_ce`` takes the CE term alone
-      (`chunked_ce_losses`). On CPU that halved the time the LM head took: trl's fused head runs over every position
-      and computes the per-token entropy metric, forward and backward.
+      `SFTTrainer`'s. Else the student runs without labels and with ``logits_to_keep=1``, its decoder's output kept:
+      the ordinary forward through every wrapper (DDP, FSDP, DeepSpeed, PEFT), which skips trl's fused LM head (it
+      returns no logits) and the model's own full-sequence logits. The final hidden states of the completion
+      positions of both models then go through their LM heads chunk by chunk
+      (`paser_hf.recovery.losses.chunked_head_losses`), which gives the KD term and the CE term from the same student
+      logits; SFT with ``chunked_ce`` takes the CE term alone (`chunked_ce_losses`). On CPU that halved the time the
+      LM head took: trl's fused head runs over every position and computes the per-token entropy metric, forward and
+      backward.
+    - ``compute_loss_context_manager`` switches PEFT's input casting off where the forward runs under autocast.
+    - ``torch_compile`` compiles the decoder blocks of the student and the teacher in place (regional compilation,
+      `paser_hf.recovery.compilation`), not the whole model through accelerate.
 
     The teacher is frozen (``requires_grad=False``), in eval mode with dropout off, and prepared like trl prepares
     reference models: `prepare_deepspeed` under DeepSpeed (sharded under ZeRO-3), `prepare_fsdp` under FSDP, else
@@ -188,6 +209,26 @@ class RecoveryTrainer(SFTTrainer):
             self._check_student_for_kd()
             self._check_stored_datasets()
             self.data_collator = StoredTargetsCollator(self.data_collator)
+        if self.args.torch_compile:
+            for module in (self.model, self.teacher_model):
+                if module is not None:
+                    compile_repeated_blocks(module, **self._compile_kwargs())
+
+    def _compile_kwargs(self) -> dict:
+        """`torch.compile` settings of the regional compilation: trl's backend and mode, shapes dynamic from the
+        first batch on (padded lengths vary from batch to batch; a static first graph was compiled again at the
+        second length)."""
+        return {"backend": self.args.torch_compile_backend, "mode": self.args.torch_compile_mode, "dynamic": True}
+
+    def _build_accelerator_args(self, **kwargs) -> dict:
+        """`Trainer`'s accelerator settings without accelerate's `torch.compile` of the whole model: with
+        ``torch_compile`` the decoder blocks are compiled in place instead (`compile_repeated_blocks`). The whole
+        SmolLM2-135M took 116 s to compile on 2 CPU cores and as long again at each new padded length; accelerate's
+        regional mode compiles copies of the blocks, which trl's patched forward never calls."""
+        args = super()._build_accelerator_args(**kwargs)
+        if self.args.torch_compile:
+            args["dynamo_plugin"] = TorchDynamoPlugin(backend="no")
+        return args
 
     def _check_stored_datasets(self) -> None:
         """Every training (and evaluation) row must train on the tokens its stored distributions cover."""
@@ -261,6 +302,17 @@ class RecoveryTrainer(SFTTrainer):
         placed = getattr(teacher, "hf_device_map", None) or _input_device(teacher).type not in ("cpu", "meta")
         return self.accelerator.prepare_model(teacher, device_placement=not placed, evaluation_mode=True)
 
+    def compute_loss_context_manager(self):
+        """`Trainer`'s context, plus PEFT's input casting switched off where accelerate runs the forward under
+        autocast. PEFT casts a LoRA layer's input to the adapter's float32 and autocast casts it straight back to
+        bfloat16 for the product: the same values, two copies of each bfloat16 activation a LoRA layer reads
+        (forward and backward). Without them a CPU LoRA step took 3-5% less time (SmolLM2-135M, all-linear r=8,
+        batch 4 x 256)."""
+        stack = super().compute_loss_context_manager()
+        if self.accelerator.native_amp and is_peft_model(self.model):
+            stack.enter_context(disable_input_dtype_casting(self.model))
+        return stack
+
     def current_kd_alpha(self) -> float:
         """``kd_alpha``, or 0 during the SFT stage of a staged ``kd_schedule`` (the first stage covers
         ``kd_stage_ratio * max_steps`` optimizer steps)."""
@@ -275,7 +327,7 @@ class RecoveryTrainer(SFTTrainer):
     def _logit_head(self, model) -> LogitHead:
         module = self.accelerator.unwrap_model(model)
         head = module.get_output_embeddings()
-        weight, bias = _full_head_tensors(head.weight, head.bias)
+        weight, bias = (_autocast_once(t) for t in _full_head_tensors(head.weight, head.bias))
         config = module.config.get_text_config()
         return LogitHead(
             weight, bias, softcap=getattr(config, "final_logit_softcapping", None),
@@ -291,9 +343,9 @@ class RecoveryTrainer(SFTTrainer):
         mode = "train" if self.model.training else "eval"
         labels = inputs["labels"]
         model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
-        hidden_inputs = {**model_inputs, "use_cache": False, "output_hidden_states": True, "logits_to_keep": 1}
+        hidden_inputs = {**model_inputs, "use_cache": False, "logits_to_keep": 1}
 
-        student_hidden = model(**hidden_inputs).hidden_states[-1]
+        student_hidden = self._final_hidden_states(model, hidden_inputs)
         mask, targets = completion_positions(labels)
         # the heads run outside the models' forward, so under bf16 mixed precision they need the autocast
         # accelerate puts around each forward; the divergence maths stays float32 (`losses.divergence`)
@@ -318,6 +370,23 @@ class RecoveryTrainer(SFTTrainer):
                 return loss, model(**model_inputs)
         return loss
 
+    def _final_hidden_states(self, model, inputs: dict) -> torch.Tensor:
+        """The final hidden states (B, L, H) of `model`'s ordinary forward on `inputs`, read from the output of its
+        decoder (`get_decoder`) by a forward hook. ``output_hidden_states=True`` gives the same tensor through a
+        hook on every layer, which broke each compiled decoder block into two graphs (``torch_compile``); it stays
+        the way for a model without a decoder to hook."""
+        try:
+            decoder = self.accelerator.unwrap_model(model).get_decoder()
+        except (AttributeError, ValueError):
+            return model(**inputs, output_hidden_states=True).hidden_states[-1]
+        captured = []
+        handle = decoder.register_forward_hook(lambda module, args, output: captured.append(output[0]))
+        try:
+            model(**inputs)
+        finally:
+            handle.remove()
+        return captured[-1]
+
     def uses_chunked_ce(self) -> bool:
         """`RecoveryConfig.chunked_ce`, where the loss is plain token-level NLL (trl keeps its own path for DFT,
         label smoothing, a custom `compute_loss_func` and MoE auxiliary losses)."""
@@ -336,9 +405,8 @@ class RecoveryTrainer(SFTTrainer):
         """KD and CE sums against the teacher model run on the batch."""
         teacher_device = _input_device(self.accelerator.unwrap_model(self.teacher_model))
         with torch.no_grad():
-            teacher_hidden = self.teacher_model(
-                **{k: v.to(teacher_device) if torch.is_tensor(v) else v for k, v in hidden_inputs.items()}
-            ).hidden_states[-1]
+            teacher_inputs = {k: v.to(teacher_device) if torch.is_tensor(v) else v for k, v in hidden_inputs.items()}
+            teacher_hidden = self._final_hidden_states(self.teacher_model, teacher_inputs)
         return chunked_head_losses(
             student_hidden[:, :-1][mask],
             teacher_hidden[:, :-1][mask.to(teacher_hidden.device)],

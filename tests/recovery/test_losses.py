@@ -6,8 +6,10 @@ from fixtures import reference_divergence
 
 from paser_hf.recovery.losses import (
     LogitHead,
+    chunked_ce_losses,
     chunked_head_losses,
     completion_positions,
+    cross_entropy_and_hits,
     distillation_loss,
     divergence,
     forward_kl_and_ce,
@@ -114,7 +116,7 @@ def test_forward_kl_and_ce_has_the_gradient_of_its_value():
     z_s = torch.randn(6, 9, generator=gen, dtype=torch.float64, requires_grad=True)
     z_t = torch.randn(6, 9, generator=gen, dtype=torch.float64)
     y = torch.randint(0, 9, (6,), generator=gen)
-    assert torch.autograd.gradcheck(lambda z: forward_kl_and_ce(z, z_t, y), (z_s,))
+    assert torch.autograd.gradcheck(lambda z: forward_kl_and_ce(z, z_t, y)[:2], (z_s,))
 
 
 @pytest.mark.parametrize("dtype, rtol", [(torch.float32, 1e-5), (torch.bfloat16, 8e-3)])
@@ -127,7 +129,8 @@ def test_forward_kl_and_ce_equals_the_composed_losses_in_float64(dtype, rtol):
     def run(fused):
         z = z_s.clone().requires_grad_() if fused else z_s.double().requires_grad_()
         if fused:
-            kd, ce = forward_kl_and_ce(z, z_t, y)
+            kd, ce, hits = forward_kl_and_ce(z, z_t, y)
+            assert hits.item() == int((z_s.argmax(-1) == y).sum()) and not hits.requires_grad
         else:
             log_q, log_p = z.log_softmax(-1), z_t.double().log_softmax(-1)
             kd = (log_p.exp() * (log_p - log_q)).sum()
@@ -140,6 +143,49 @@ def test_forward_kl_and_ce_equals_the_composed_losses_in_float64(dtype, rtol):
     torch.testing.assert_close(got[0].double(), want[0], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(got[1].double(), want[1], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(got[2].double(), want[2], rtol=rtol, atol=1e-6)
+
+
+def test_cross_entropy_and_hits_has_the_gradient_of_its_value():
+    gen = torch.Generator().manual_seed(5)
+    z = torch.randn(6, 11, generator=gen, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 11, (6,), generator=gen)
+    assert torch.autograd.gradcheck(lambda logits: cross_entropy_and_hits(logits, y)[0], (z,))
+
+
+@pytest.mark.parametrize("dtype, rtol", [(torch.float32, 1e-5), (torch.bfloat16, 8e-3)])
+def test_cross_entropy_and_hits_equals_the_composed_loss_in_float64(dtype, rtol):
+    """The sum in float32 whatever the logits' dtype, the gradient rounded once to it, hits = argmax matches."""
+    gen = torch.Generator().manual_seed(6)
+    logits = torch.randn(9, 37, generator=gen).mul(4).to(dtype)
+    targets = torch.randint(0, 37, (9,), generator=gen)
+    targets[:4] = logits[:4].float().argmax(-1)  # some hits for sure
+    z = logits.clone().requires_grad_()
+    ce, hits = cross_entropy_and_hits(z, targets)
+    (0.5 * ce).backward()
+    reference = logits.double().requires_grad_()
+    want = torch.nn.functional.cross_entropy(reference, targets, reduction="sum")
+    (0.5 * want).backward()
+    assert ce.dtype == torch.float32 and z.grad.dtype == dtype and not hits.requires_grad
+    torch.testing.assert_close(ce.double(), want.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(z.grad.double(), reference.grad, rtol=rtol, atol=1e-6)
+    assert hits.item() == int((logits.argmax(-1) == targets).sum()) >= 4
+
+
+@pytest.mark.parametrize("recompute", [True, False])
+def test_chunked_ce_matches_cross_entropy_of_full_logits(recompute):
+    gen = torch.Generator().manual_seed(7)
+    hidden = torch.randn(10, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(23, 8, generator=gen, dtype=torch.float64)
+    targets = torch.randint(0, 23, (10,), generator=gen)
+    out = chunked_ce_losses(hidden, targets, LogitHead(weight), chunk_size=3, recompute=recompute)
+    out.ce_sum.backward()
+    got = hidden.grad.clone()
+    hidden.grad = None
+    logits = hidden @ weight.T
+    torch.nn.functional.cross_entropy(logits, targets, reduction="sum").backward()
+    torch.testing.assert_close(out.ce_sum, torch.nn.functional.cross_entropy(logits, targets, reduction="sum"))
+    torch.testing.assert_close(got, hidden.grad)
+    assert out.kd_sum.item() == 0.0 and out.num_correct.item() == int((logits.argmax(-1) == targets).sum())
 
 
 @pytest.mark.parametrize("recompute", [True, False])

@@ -342,3 +342,54 @@ def test_chunked_ce_leaves_dft_to_trl(tmp_path):
     trainer = RecoveryTrainer(model=tied_llama(), args=config, train_dataset=Dataset.from_list(ALPACA),
                               processing_class=tiny_tokenizer(), peft_config=lora())
     assert config.chunked_ce and not trainer.uses_chunked_ce()
+
+
+def lora_loss_and_grads(trainer, model, batch, context):
+    model.zero_grad()
+    with context():
+        loss = trainer.compute_loss(model, dict(batch))
+    loss.backward()
+    return loss.detach(), torch.cat([p.grad.flatten() for n, p in model.named_parameters() if "lora_" in n])
+
+
+@pytest.mark.parametrize("kd_alpha", [0.0, 0.5])
+def test_peft_input_casting_is_off_under_autocast_with_the_same_loss_and_gradients(tmp_path, kd_alpha):
+    """PEFT casts each LoRA input to float32 and autocast casts it back: skipping both changes no value."""
+    from contextlib import nullcontext
+
+    torch.manual_seed(0)
+    teacher = peaked(tied_llama(seed=1), seed=1)
+    student = pruned(copy.deepcopy(teacher))
+    trainer = RecoveryTrainer(model=student, teacher_model=teacher if kd_alpha else None,
+                              args=recovery_config(tmp_path, bf16=True, kd_alpha=kd_alpha),
+                              train_dataset=Dataset.from_list(ALPACA), processing_class=tiny_tokenizer(),
+                              peft_config=lora(init_lora_weights=False))
+    model = trainer.accelerator.prepare_model(trainer.model)
+    batch = first_batch(trainer)
+    layers = [m for m in model.modules() if hasattr(m, "cast_input_dtype_enabled")]
+    with trainer.compute_loss_context_manager():
+        assert layers and not any(m.cast_input_dtype_enabled for m in layers)
+    assert all(m.cast_input_dtype_enabled for m in layers)
+    without_casts = lora_loss_and_grads(trainer, model, batch, trainer.compute_loss_context_manager)
+    with_casts = lora_loss_and_grads(trainer, model, batch, nullcontext)
+    assert torch.equal(without_casts[0], with_casts[0]) and torch.equal(without_casts[1], with_casts[1])
+
+
+def test_torch_compile_compiles_the_decoder_blocks_in_place(tmp_path):
+    torch.manual_seed(0)
+    results = {}
+    for compiled in (False, True):
+        student = pruned(peaked(tied_llama(seed=1), seed=1))
+        # the "eager" backend: dynamo's graphs without inductor's code generation (a backend implies torch_compile)
+        compile_settings = {"torch_compile_backend": "eager"} if compiled else {}
+        config = recovery_config(tmp_path / str(compiled), **compile_settings)
+        trainer = RecoveryTrainer(model=student, args=config, train_dataset=Dataset.from_list(ALPACA),
+                                  processing_class=tiny_tokenizer(), peft_config=lora(init_lora_weights=False))
+        model = trainer.accelerator.prepare_model(trainer.model)
+        layers = trainer.model.get_base_model().model.layers
+        assert all((layer._compiled_call_impl is not None) == compiled for layer in layers)
+        assert trainer.accelerator.state.dynamo_plugin.backend.value == "NO"
+        batch = first_batch(trainer)
+        results[compiled] = lora_loss_and_grads(trainer, model, batch, trainer.compute_loss_context_manager)
+    torch.testing.assert_close(results[True][0], results[False][0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(results[True][1], results[False][1], rtol=1e-4, atol=1e-6)
