@@ -52,9 +52,9 @@ class PeakRss:
 
     def __init__(self):
         self.baseline = self.peak = 0
-        self.kernel = self.reset_high_water_mark()
+        self.kernel = False
         self.done = threading.Event()
-        self.thread = None if self.kernel else threading.Thread(target=self.sample, daemon=True)
+        self.thread = threading.Thread(target=self.sample, daemon=True)
 
     @staticmethod
     def reset_high_water_mark() -> bool:
@@ -81,10 +81,9 @@ class PeakRss:
             time.sleep(0.002)
 
     def __enter__(self):
-        if self.kernel:
-            self.reset_high_water_mark()
+        self.kernel = self.reset_high_water_mark()
         self.baseline = self.peak = self.rss()
-        if self.thread is not None:
+        if not self.kernel:
             self.thread.start()
         return self
 

@@ -8,17 +8,17 @@ blocks stay where the model's own forward (and any wrapper around it: PEFT, trl'
 from __future__ import annotations
 
 import torch
+from accelerate.utils.other import is_repeated_blocks
 
 
 def repeated_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
     """The children of every non-empty `torch.nn.ModuleList` in `model` whose children are all of one class (the
-    decoder layers of a transformer), outermost lists first; blocks inside a block are not listed again."""
+    decoder layers of a transformer; accelerate's `is_repeated_blocks`), outermost lists first; blocks inside a
+    block are not listed again."""
     blocks = []
     inside = set()
     for module in model.modules():
-        if id(module) in inside or not isinstance(module, torch.nn.ModuleList) or len(module) == 0:
-            continue
-        if all(type(child) is type(module[0]) for child in module):
+        if id(module) not in inside and is_repeated_blocks(module):
             blocks.extend(module)
             inside.update(id(m) for block in module for m in block.modules())
     return blocks

@@ -240,7 +240,7 @@ def chunked_head_losses(
         with torch.no_grad():
             log_p = tempered_log_softmax(z_t[:, :vocab], temperature)
         kd = log_prob_divergence(log_q, log_p, kind, beta).sum() * temperature**2
-        correct = (z_s.detach().argmax(-1) == y).sum()
+        correct = (log_probs.detach().argmax(-1) == y).sum()
         return kd, ce, correct
 
     return sum_over_chunks(one_chunk, (student_hidden, teacher_hidden, targets), chunk_size, recompute)

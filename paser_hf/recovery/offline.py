@@ -115,7 +115,7 @@ def stored_head_losses(student_hidden: torch.Tensor, targets: torch.Tensor, stud
         ce = F.nll_loss(log_probs, y, reduction="sum")
         log_q = log_probs if temperature == 1.0 else tempered_log_softmax(z_s, temperature)  # one pass at T = 1
         kd = stored_log_prob_divergence(log_q, ids, logprobs, tail, kind, temperature, beta).sum()
-        return kd, ce, (z_s.detach().argmax(-1) == y).sum()
+        return kd, ce, (log_probs.detach().argmax(-1) == y).sum()
 
     return sum_over_chunks(one_chunk, (student_hidden, targets, stored.ids, stored.logprobs, stored.tail),
                            chunk_size, recompute)

@@ -210,15 +210,12 @@ class RecoveryTrainer(SFTTrainer):
             self._check_stored_datasets()
             self.data_collator = StoredTargetsCollator(self.data_collator)
         if self.args.torch_compile:
+            # shapes dynamic from the first batch on: padded lengths vary from batch to batch, and a static first
+            # graph was compiled again at the second length
             for module in (self.model, self.teacher_model):
                 if module is not None:
-                    compile_repeated_blocks(module, **self._compile_kwargs())
-
-    def _compile_kwargs(self) -> dict:
-        """`torch.compile` settings of the regional compilation: trl's backend and mode, shapes dynamic from the
-        first batch on (padded lengths vary from batch to batch; a static first graph was compiled again at the
-        second length)."""
-        return {"backend": self.args.torch_compile_backend, "mode": self.args.torch_compile_mode, "dynamic": True}
+                    compile_repeated_blocks(module, backend=self.args.torch_compile_backend,
+                                            mode=self.args.torch_compile_mode, dynamic=True)
 
     def _build_accelerator_args(self, **kwargs) -> dict:
         """`Trainer`'s accelerator settings without accelerate's `torch.compile` of the whole model: with

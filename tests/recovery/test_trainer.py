@@ -295,12 +295,7 @@ def loss_and_lora_grads(tmp_path, bf16, kd_alpha):
                               train_dataset=Dataset.from_list(ALPACA), processing_class=tiny_tokenizer(),
                               peft_config=lora(init_lora_weights=False))
     model = trainer.accelerator.prepare_model(trainer.model)
-    batch = first_batch(trainer)
-    with trainer.compute_loss_context_manager():
-        loss = trainer.compute_loss(model, dict(batch))
-    loss.backward()
-    grads = torch.cat([p.grad.flatten() for n, p in model.named_parameters() if "lora_" in n])
-    return loss.detach(), grads
+    return lora_loss_and_grads(trainer, model, first_batch(trainer), trainer.compute_loss_context_manager)
 
 
 @pytest.mark.parametrize("kd_alpha", [0.0, 0.5])
