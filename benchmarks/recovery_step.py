@@ -77,10 +77,13 @@ def teacher_head_times(trainer, tokens: int, repeats: int) -> list:
     import torch
     import torch.nn.functional as F
 
+    from paser_hf.recovery.frozen_casts import FrozenCasts
+
     weight = trainer.accelerator.unwrap_model(trainer.teacher_model).get_output_embeddings().weight
     hidden = torch.randn(tokens, weight.size(1), device=weight.device)
     times = []
     with torch.no_grad(), trainer.accelerator.autocast():
+        weight = FrozenCasts()(weight)  # cast once per training, as the trainer does
         for _ in range(repeats):
             start = time.perf_counter()
             F.linear(hidden, weight)

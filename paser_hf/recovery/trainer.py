@@ -14,6 +14,7 @@ from contextlib import nullcontext
 from typing import ClassVar
 
 import torch
+from torch.func import functional_call
 from accelerate.utils import TorchDynamoPlugin, is_peft_model
 from datasets import Dataset
 from peft.helpers import disable_input_dtype_casting
@@ -33,6 +34,7 @@ from ..formatting import to_trl_dataset
 from ..paper import PASER_PAPER
 from .compilation import compile_repeated_blocks
 from .config import RecoveryConfig
+from .frozen_casts import FrozenCasts
 from .losses import LogitHead, chunked_ce_losses, chunked_head_losses, completion_positions
 from .offline import (
     STORED_COLUMNS,
@@ -85,21 +87,6 @@ def _full_head_tensors(weight: torch.Tensor, bias: torch.Tensor | None):
         return weight.detach().clone(), (None if bias is None else bias.detach().clone())
 
 
-def _autocast_once(tensor: torch.Tensor | None) -> torch.Tensor | None:
-    """A frozen float32 tensor cast to the autocast dtype of its device when autocast is on there, else unchanged.
-
-    Autocast casts a frozen weight again at every use (it caches only leaves that require a gradient); the chunked
-    losses use the LM head once per chunk, so casting it once per step gives the same products for less: the 4
-    casts of SmolLM2's 49,152 x 576 head took 70 ms of a 2 s LoRA step on 2 CPU cores.
-    """
-    if tensor is None or tensor.requires_grad or tensor.dtype != torch.float32:
-        return tensor
-    device_type = tensor.device.type
-    if not torch.is_autocast_enabled(device_type):
-        return tensor
-    return tensor.to(torch.get_autocast_dtype(device_type))
-
-
 def _input_device(model) -> torch.device:
     return model.get_input_embeddings().weight.device
 
@@ -123,6 +110,9 @@ class RecoveryTrainer(SFTTrainer):
       LM head took: trl's fused head runs over every position and computes the per-token entropy metric, forward and
       backward.
     - ``compute_loss_context_manager`` switches PEFT's input casting off where the forward runs under autocast.
+    - Under bfloat16 autocast on CPU, the frozen Linear weights (the teacher's; the student's base weights and LM
+      head under LoRA) are cast once and kept (`paser_hf.recovery.frozen_casts`), not cast again at every forward;
+      the products are the same.
     - ``torch_compile`` compiles the decoder blocks of the student and the teacher in place (regional compilation,
       `paser_hf.recovery.compilation`), not the whole model through accelerate.
 
@@ -198,6 +188,7 @@ class RecoveryTrainer(SFTTrainer):
 
         self.teacher_model = None
         self.kd_vocab_size = None
+        self._frozen_casts = FrozenCasts()
         if teacher_model is not None:
             teacher_name = teacher_model if isinstance(teacher_model, str) else None
             if teacher_name is not None:
@@ -324,7 +315,7 @@ class RecoveryTrainer(SFTTrainer):
     def _logit_head(self, model) -> LogitHead:
         module = self.accelerator.unwrap_model(model)
         head = module.get_output_embeddings()
-        weight, bias = (_autocast_once(t) for t in _full_head_tensors(head.weight, head.bias))
+        weight, bias = (self._frozen_casts(t) for t in _full_head_tensors(head.weight, head.bias))
         config = module.config.get_text_config()
         return LogitHead(
             weight, bias, softcap=getattr(config, "final_logit_softcapping", None),
@@ -342,7 +333,7 @@ class RecoveryTrainer(SFTTrainer):
         model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
         hidden_inputs = {**model_inputs, "use_cache": False, "logits_to_keep": 1}
 
-        student_hidden = self._final_hidden_states(model, hidden_inputs)
+        student_hidden = self._final_hidden_states(model, hidden_inputs, self._frozen_parameters(model))
         mask, targets = completion_positions(labels)
         # the heads run outside the models' forward, so under bf16 mixed precision they need the autocast
         # accelerate puts around each forward; the divergence maths stays float32 (`losses.divergence`)
@@ -367,22 +358,37 @@ class RecoveryTrainer(SFTTrainer):
                 return loss, model(**model_inputs)
         return loss
 
-    def _final_hidden_states(self, model, inputs: dict) -> torch.Tensor:
+    def _final_hidden_states(self, model, inputs: dict, parameters: dict | None = None) -> torch.Tensor:
         """The final hidden states (B, L, H) of `model`'s ordinary forward on `inputs`, read from the output of its
-        decoder (`get_decoder`) by a forward hook. ``output_hidden_states=True`` gives the same tensor through a
-        hook on every layer, which broke each compiled decoder block into two graphs (``torch_compile``); it stays
-        the way for a model without a decoder to hook."""
+        decoder (`get_decoder`) by a forward hook; with `parameters`, the forward runs with them in place of the
+        model's own (`torch.func.functional_call`, ties kept as they are). ``output_hidden_states=True`` gives the
+        same tensor through a hook on every layer, which broke each compiled decoder block into two graphs
+        (``torch_compile``); it stays the way for a model without a decoder to hook."""
+        def forward(**kwargs):
+            if parameters:
+                return functional_call(model, parameters, kwargs=kwargs, tie_weights=False)
+            return model(**kwargs)
+
         try:
             decoder = self.accelerator.unwrap_model(model).get_decoder()
         except (AttributeError, ValueError):
-            return model(**inputs, output_hidden_states=True).hidden_states[-1]
+            return forward(**inputs, output_hidden_states=True).hidden_states[-1]
         captured = []
         handle = decoder.register_forward_hook(lambda module, args, output: captured.append(output[0]))
         try:
-            model(**inputs)
+            forward(**inputs)
         finally:
             handle.remove()
         return captured[-1]
+
+    def _frozen_parameters(self, model) -> dict:
+        """`model`'s frozen Linear weights cast once for bfloat16 autocast on CPU (`FrozenCasts.linear_weights`), to
+        run its forward with: every weight of the teacher, the base weights of a LoRA student. None for a wrapped or
+        sharded model, whose wrappers manage its parameters."""
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled or self.accelerator.unwrap_model(model) is not model:
+            return {}
+        with self.accelerator.autocast():
+            return self._frozen_casts.linear_weights(model)
 
     def uses_chunked_ce(self) -> bool:
         """`RecoveryConfig.chunked_ce`, where the loss is plain token-level NLL (trl keeps its own path for DFT,
@@ -403,7 +409,8 @@ class RecoveryTrainer(SFTTrainer):
         teacher_device = _input_device(self.accelerator.unwrap_model(self.teacher_model))
         with torch.no_grad():
             teacher_inputs = {k: v.to(teacher_device) if torch.is_tensor(v) else v for k, v in hidden_inputs.items()}
-            teacher_hidden = self._final_hidden_states(self.teacher_model, teacher_inputs)
+            teacher_hidden = self._final_hidden_states(self.teacher_model, teacher_inputs,
+                                                       self._frozen_parameters(self.teacher_model))
         return chunked_head_losses(
             student_hidden[:, :-1][mask],
             teacher_hidden[:, :-1][mask.to(teacher_hidden.device)],

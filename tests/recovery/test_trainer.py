@@ -347,11 +347,9 @@ def lora_loss_and_grads(trainer, model, batch, context):
     return loss.detach(), torch.cat([p.grad.flatten() for n, p in model.named_parameters() if "lora_" in n])
 
 
-@pytest.mark.parametrize("kd_alpha", [0.0, 0.5])
-def test_peft_input_casting_is_off_under_autocast_with_the_same_loss_and_gradients(tmp_path, kd_alpha):
-    """PEFT casts each LoRA input to float32 and autocast casts it back: skipping both changes no value."""
-    from contextlib import nullcontext
-
+def bf16_lora_trainer(tmp_path, kd_alpha):
+    """The teacher, a LoRA trainer under bf16 autocast (with the teacher when ``kd_alpha > 0``), its prepared model and
+    its first batch."""
     torch.manual_seed(0)
     teacher = peaked(tied_llama(seed=1), seed=1)
     student = pruned(copy.deepcopy(teacher))
@@ -359,8 +357,15 @@ def test_peft_input_casting_is_off_under_autocast_with_the_same_loss_and_gradien
                               args=recovery_config(tmp_path, bf16=True, kd_alpha=kd_alpha),
                               train_dataset=Dataset.from_list(ALPACA), processing_class=tiny_tokenizer(),
                               peft_config=lora(init_lora_weights=False))
-    model = trainer.accelerator.prepare_model(trainer.model)
-    batch = first_batch(trainer)
+    return teacher, trainer, trainer.accelerator.prepare_model(trainer.model), first_batch(trainer)
+
+
+@pytest.mark.parametrize("kd_alpha", [0.0, 0.5])
+def test_peft_input_casting_is_off_under_autocast_with_the_same_loss_and_gradients(tmp_path, kd_alpha):
+    """PEFT casts each LoRA input to float32 and autocast casts it back: skipping both changes no value."""
+    from contextlib import nullcontext
+
+    _, trainer, model, batch = bf16_lora_trainer(tmp_path, kd_alpha)
     layers = [m for m in model.modules() if hasattr(m, "cast_input_dtype_enabled")]
     with trainer.compute_loss_context_manager():
         assert layers and not any(m.cast_input_dtype_enabled for m in layers)
@@ -368,6 +373,23 @@ def test_peft_input_casting_is_off_under_autocast_with_the_same_loss_and_gradien
     without_casts = lora_loss_and_grads(trainer, model, batch, trainer.compute_loss_context_manager)
     with_casts = lora_loss_and_grads(trainer, model, batch, nullcontext)
     assert torch.equal(without_casts[0], with_casts[0]) and torch.equal(without_casts[1], with_casts[1])
+
+
+@pytest.mark.parametrize("kd_alpha", [0.0, 0.5])
+def test_frozen_weights_cast_once_give_the_same_loss_and_gradients(tmp_path, monkeypatch, kd_alpha):
+    """Under bf16 autocast on CPU the teacher and the LoRA student run with their frozen Linear weights cast once
+    (`FrozenCasts`): the same loss and LoRA gradients as autocast casting them at each forward; both models keep
+    their float32 weights."""
+    teacher, trainer, model, batch = bf16_lora_trainer(tmp_path, kd_alpha)
+    # 7 Linear per layer and the tied head; the student's LoRA matrices are trained, so not cast
+    assert len(trainer._frozen_parameters(model)) == 2 * 7 + 1
+    if kd_alpha:
+        assert len(trainer._frozen_parameters(trainer.teacher_model)) == 2 * 7 + 1
+    cast_once = lora_loss_and_grads(trainer, model, batch, trainer.compute_loss_context_manager)
+    monkeypatch.setattr(trainer, "_frozen_parameters", lambda model: {})
+    cast_each_time = lora_loss_and_grads(trainer, model, batch, trainer.compute_loss_context_manager)
+    assert torch.equal(cast_once[0], cast_each_time[0]) and torch.equal(cast_once[1], cast_each_time[1])
+    assert all(p.dtype == torch.float32 for p in [*teacher.parameters(), *model.parameters()])
 
 
 def test_torch_compile_compiles_the_decoder_blocks_in_place(tmp_path):
