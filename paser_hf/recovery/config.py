@@ -91,6 +91,14 @@ class RecoveryConfig(SFTConfig):
             "token x V, at the cost of running the LM heads twice. None: on with an accelerator, off on CPU."
         },
     )
+    cache_frozen_casts: bool = field(
+        default=True,
+        metadata={
+            "help": "Under bf16 autocast on CPU, cast the frozen Linear weights (the teacher's; a LoRA student's base "
+            "weights and LM head) to bf16 once and keep the casts, instead of letting autocast cast them at every "
+            "forward: the same products, half the frozen weights' float32 memory more. Ignored on accelerators."
+        },
+    )
     kd_schedule: str = field(
         default="constant",
         metadata={

@@ -23,9 +23,11 @@ class FrozenCasts:
 
     A cached cast is made again when its tensor is changed in place (its version counter moves) or when the autocast
     dtype changes. The cache holds a copy of each tensor it casts: half the memory of the float32 weights it serves.
+    With ``keep=False`` it keeps nothing: each call casts again, and `linear_weights` is empty.
     """
 
-    def __init__(self):
+    def __init__(self, keep: bool = True):
+        self.keep = keep
         self._entries: dict[int, tuple[torch.Tensor, int, torch.Tensor]] = {}
 
     def __call__(self, tensor: torch.Tensor | None) -> torch.Tensor | None:
@@ -36,7 +38,7 @@ class FrozenCasts:
         dtype = _autocast_dtype(tensor.device)
         if dtype is None:
             return tensor
-        if tensor.device.type != "cpu" or not isinstance(tensor, torch.nn.Parameter):
+        if not self.keep or tensor.device.type != "cpu" or not isinstance(tensor, torch.nn.Parameter):
             return tensor.to(dtype)
         entry = self._entries.get(id(tensor))
         if entry is not None and entry[0] is tensor and entry[1] == tensor._version and entry[2].dtype == dtype:
@@ -51,6 +53,8 @@ class FrozenCasts:
         ``torch.func.functional_call(..., tie_weights=False)``, which replaces them for that call only (an LM head
         tied to the input embeddings is replaced in the head alone; the embeddings stay float32)."""
         casts = {}
+        if not self.keep:
+            return casts
         for module_name, module in model.named_modules():
             if type(module) is not torch.nn.Linear:
                 continue

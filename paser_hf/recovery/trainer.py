@@ -188,7 +188,7 @@ class RecoveryTrainer(SFTTrainer):
 
         self.teacher_model = None
         self.kd_vocab_size = None
-        self._frozen_casts = FrozenCasts()
+        self._frozen_casts = FrozenCasts(keep=self.args.cache_frozen_casts)
         if teacher_model is not None:
             teacher_name = teacher_model if isinstance(teacher_model, str) else None
             if teacher_name is not None:

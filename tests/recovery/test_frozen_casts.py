@@ -25,6 +25,14 @@ def test_a_frozen_weight_is_cast_once_and_again_after_an_in_place_change():
     assert second is not first and torch.equal(second, weight.to(torch.bfloat16))
 
 
+def test_without_keep_nothing_is_kept():
+    casts = FrozenCasts(keep=False)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4)).requires_grad_(False)
+    with cpu_bf16():
+        assert casts(model[0].weight) is not casts(model[0].weight)
+        assert casts(model[0].weight).dtype == torch.bfloat16 and casts.linear_weights(model) == {}
+
+
 def test_what_autocast_would_not_cast_is_returned_unchanged():
     casts = FrozenCasts()
     trainable = torch.nn.Parameter(torch.randn(4, 4))

@@ -392,6 +392,14 @@ def test_frozen_weights_cast_once_give_the_same_loss_and_gradients(tmp_path, mon
     assert all(p.dtype == torch.float32 for p in [*teacher.parameters(), *model.parameters()])
 
 
+def test_cache_frozen_casts_off_leaves_the_casts_to_autocast(tmp_path):
+    trainer = RecoveryTrainer(model=tied_llama(), args=recovery_config(tmp_path, bf16=True, cache_frozen_casts=False),
+                              train_dataset=Dataset.from_list(ALPACA), processing_class=tiny_tokenizer(),
+                              peft_config=lora())
+    model = trainer.accelerator.prepare_model(trainer.model)
+    assert trainer._frozen_parameters(model) == {}
+
+
 def test_torch_compile_compiles_the_decoder_blocks_in_place(tmp_path):
     torch.manual_seed(0)
     results = {}
