@@ -95,8 +95,9 @@ class RecoveryConfig(SFTConfig):
         default=True,
         metadata={
             "help": "Under bf16 autocast on CPU, cast the frozen Linear weights (the teacher's; a LoRA student's base "
-            "weights and LM head) to bf16 once and keep the casts, instead of letting autocast cast them at every "
-            "forward: the same products, half the frozen weights' float32 memory more. Ignored on accelerators."
+            "weights and LM head, not under DoRA or other adapters that read the base weight) to bf16 once and keep "
+            "the casts, instead of letting autocast cast them at every forward: the same products, half the frozen "
+            "weights' float32 memory more. Ignored on accelerators."
         },
     )
     kd_schedule: str = field(

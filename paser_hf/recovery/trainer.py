@@ -17,6 +17,7 @@ import torch
 from torch.func import functional_call
 from accelerate.utils import TorchDynamoPlugin, is_peft_model
 from datasets import Dataset
+from peft import PeftType
 from peft.helpers import disable_input_dtype_casting
 from torch.distributed.tensor import DTensor
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -384,8 +385,15 @@ class RecoveryTrainer(SFTTrainer):
     def _frozen_parameters(self, model) -> dict:
         """`model`'s frozen Linear weights cast once for bfloat16 autocast on CPU (`FrozenCasts.linear_weights`), to
         run its forward with: every weight of the teacher, the base weights of a LoRA student. None for a wrapped or
-        sharded model, whose wrappers manage its parameters."""
+        sharded model, whose wrappers manage its parameters, and for adapters other than plain LoRA: DoRA, OFT and
+        others compute with the base weight itself (its norm, a rotation of it), which must keep its float32
+        values."""
         if self.is_deepspeed_enabled or self.is_fsdp_enabled or self.accelerator.unwrap_model(model) is not model:
+            return {}
+        if is_peft_model(model) and not all(
+            config.peft_type == PeftType.LORA and not getattr(config, "use_dora", False)
+            for config in model.peft_config.values()
+        ):
             return {}
         with self.accelerator.autocast():
             return self._frozen_casts.linear_weights(model)

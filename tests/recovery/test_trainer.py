@@ -392,10 +392,12 @@ def test_frozen_weights_cast_once_give_the_same_loss_and_gradients(tmp_path, mon
     assert all(p.dtype == torch.float32 for p in [*teacher.parameters(), *model.parameters()])
 
 
-def test_cache_frozen_casts_off_leaves_the_casts_to_autocast(tmp_path):
-    trainer = RecoveryTrainer(model=tied_llama(), args=recovery_config(tmp_path, bf16=True, cache_frozen_casts=False),
+@pytest.mark.parametrize("settings, adapter", [({"cache_frozen_casts": False}, {}), ({}, {"use_dora": True})])
+def test_frozen_weights_keep_autocasts_casts_when_off_or_read_by_the_adapter(tmp_path, settings, adapter):
+    """Switched off, or under DoRA, whose weight norm reads the base weight itself: no cast copies."""
+    trainer = RecoveryTrainer(model=tied_llama(), args=recovery_config(tmp_path, bf16=True, **settings),
                               train_dataset=Dataset.from_list(ALPACA), processing_class=tiny_tokenizer(),
-                              peft_config=lora())
+                              peft_config=lora(**adapter))
     model = trainer.accelerator.prepare_model(trainer.model)
     assert trainer._frozen_parameters(model) == {}
 
