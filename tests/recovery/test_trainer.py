@@ -392,6 +392,41 @@ def test_frozen_weights_cast_once_give_the_same_loss_and_gradients(tmp_path, mon
     assert all(p.dtype == torch.float32 for p in [*teacher.parameters(), *model.parameters()])
 
 
+@pytest.mark.parametrize("kd_alpha", [0.0, 0.5])
+def test_the_hidden_state_forwards_ask_for_no_logits_and_lose_nothing(tmp_path, monkeypatch, kd_alpha):
+    """The student's and the teacher's forwards run with an empty ``logits_to_keep``, and give the loss and gradients
+    they gave with ``logits_to_keep=1``."""
+    from paser_hf.recovery import trainer as trainer_module
+
+    teacher, trainer, model, batch = bf16_lora_trainer(tmp_path, kd_alpha)
+    seen = {"student": [], "teacher": []}
+    hooks = [module.register_forward_pre_hook(
+        lambda module, args, kwargs, who=who: seen[who].append(kwargs["logits_to_keep"]), with_kwargs=True)
+        for who, module in (("student", model.get_base_model()), ("teacher", teacher))]
+    no_logits = lora_loss_and_grads(trainer, model, batch, trainer.compute_loss_context_manager)
+    for hook in hooks:
+        hook.remove()
+    assert [x.numel() for x in seen["student"]] == [0]
+    assert [x.numel() for x in seen["teacher"]] == ([0] if kd_alpha else [])
+    monkeypatch.setattr(trainer_module, "_fewest_logits", lambda model: 1)
+    last_logits = lora_loss_and_grads(trainer, model, batch, trainer.compute_loss_context_manager)
+    assert torch.equal(no_logits[0], last_logits[0]) and torch.equal(no_logits[1], last_logits[1])
+
+
+def test_a_forward_that_takes_only_an_int_is_asked_for_the_last_logits():
+    from paser_hf.recovery.trainer import _fewest_logits
+
+    class IntOnly(torch.nn.Module):
+        def forward(self, input_ids, logits_to_keep: int = 0):
+            return input_ids
+
+        def get_input_embeddings(self):
+            return torch.nn.Embedding(3, 2)
+
+    assert _fewest_logits(IntOnly()) == 1
+    assert _fewest_logits(tied_llama()).numel() == 0
+
+
 @pytest.mark.parametrize("settings, adapter", [({"cache_frozen_casts": False}, {}), ({}, {"use_dora": True})])
 def test_frozen_weights_keep_autocasts_casts_when_off_or_read_by_the_adapter(tmp_path, settings, adapter):
     """Switched off, or under DoRA, whose weight norm reads the base weight itself: no cast copies."""
