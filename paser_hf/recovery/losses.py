@@ -178,8 +178,9 @@ def forward_kl_and_ce(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 class _CrossEntropyAndHits(torch.autograd.Function):
     """`cross_entropy_and_hits` with its gradient written out: one float32 copy of the logits becomes the
     probabilities in place (kept for the backward pass, which turns them into the gradient), and the maximum that
-    stabilises the softmax gives the top-1 hits. `F.cross_entropy` plus an argmax made five vocabulary-sized passes more per chunk on 2 CPU cores (a float
-    copy, a zero-filled gradient, the log-softmax backward, a bfloat16 argmax): 126 -> 70 ms per 256 x 49,152 chunk."""
+    stabilises the softmax gives the top-1 hits. `F.cross_entropy` plus an argmax made five vocabulary-sized passes
+    more per chunk on 2 CPU cores (a float copy, a zero-filled gradient, the log-softmax backward, a bfloat16
+    argmax): 126 -> 70 ms per 256 x 49,152 chunk."""
 
     @staticmethod
     def forward(ctx, logits, targets):

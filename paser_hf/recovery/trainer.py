@@ -15,12 +15,12 @@ from contextlib import nullcontext
 from typing import ClassVar
 
 import torch
-from torch.func import functional_call
 from accelerate.utils import TorchDynamoPlugin, is_peft_model
 from datasets import Dataset
 from peft import PeftType
 from peft.helpers import disable_input_dtype_casting
 from torch.distributed.tensor import DTensor
+from torch.func import functional_call
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from trl import SFTTrainer
 from trl.data_utils import get_dataset_column_names
