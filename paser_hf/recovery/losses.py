@@ -121,6 +121,26 @@ class LogitHead:
         return logits
 
 
+def _shifted_copy(logits: torch.Tensor, targets: torch.Tensor):
+    """``(u, max, argmax, z[y])`` per row of ``(N, V)`` logits ``z``: ``u = z - max z`` in a float32 (or wider) copy."""
+    shifted = logits.to(torch.promote_types(logits.dtype, torch.float32), copy=True)
+    top, top_ids = shifted.max(-1)
+    target_logits = shifted.gather(-1, targets[:, None]).squeeze(-1)
+    return shifted.sub_(top[:, None]), top, top_ids, target_logits
+
+
+def _softmax_shifted_(shifted: torch.Tensor) -> torch.Tensor:
+    """Turns rows of shifted logits ``u`` into ``softmax(u)`` in place; returns ``log sum_v exp(u_v)``."""
+    total = shifted.exp_().sum(-1)
+    shifted.div_(total[:, None])
+    return total.log()
+
+
+def _minus_one_hot_(grad: torch.Tensor, targets: torch.Tensor, grad_ce: torch.Tensor) -> torch.Tensor:
+    """``grad - g_ce e_y`` in place: the cross-entropy's one-hot term of a softmax gradient."""
+    return grad.scatter_add_(-1, targets[:, None], (-grad_ce).to(grad.dtype).expand(targets.size(0), 1))
+
+
 class _ForwardKLAndCE(torch.autograd.Function):
     """`forward_kl_and_ce` with its gradient written out, from two float32 copies of the logits that become the
     probabilities in place (kept for the backward pass, whose gradient overwrites the student's). With shifted logits
@@ -132,12 +152,8 @@ class _ForwardKLAndCE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, student_logits, teacher_logits, targets):
-        dtype = torch.promote_types(student_logits.dtype, torch.float32)
-        q = student_logits.to(dtype, copy=True)
-        top_s, top_ids = q.max(-1)
-        target_logits = q.gather(-1, targets[:, None]).squeeze(-1)
-        p = teacher_logits.to(dtype, copy=True)
-        q.sub_(top_s[:, None])
+        q, top_s, top_ids, target_logits = _shifted_copy(student_logits, targets)
+        p = teacher_logits.to(q.dtype, copy=True)
         p.sub_(p.amax(-1, keepdim=True))
         dots = q.new_empty(q.size(0))
         for start in range(0, q.size(0), _DOT_ROWS):
@@ -146,9 +162,7 @@ class _ForwardKLAndCE(torch.autograd.Function):
             dots[rows] = diff.mul_(p[rows].exp_()).sum(-1)
         sum_t = p.sum(-1)
         p.div_(sum_t[:, None])
-        sum_s = q.exp_().sum(-1)
-        q.div_(sum_s[:, None])
-        log_sum_s = sum_s.log()
+        log_sum_s = _softmax_shifted_(q)
         kd = (dots / sum_t - sum_t.log() + log_sum_s).sum()
         ce = (top_s + log_sum_s - target_logits).sum()
         hits = (top_ids == targets).sum()
@@ -160,8 +174,7 @@ class _ForwardKLAndCE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_kd, grad_ce, _):
         q, p, targets = ctx.saved_tensors
-        grad = q.mul_(grad_kd + grad_ce).addcmul_(p, -grad_kd)
-        grad.scatter_add_(-1, targets[:, None], (-grad_ce).to(grad.dtype).expand(targets.size(0), 1))
+        grad = _minus_one_hot_(q.mul_(grad_kd + grad_ce).addcmul_(p, -grad_kd), targets, grad_ce)
         return grad.to(ctx.student_dtype), None, None
 
 
@@ -184,24 +197,18 @@ class _CrossEntropyAndHits(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits, targets):
-        dtype = torch.promote_types(logits.dtype, torch.float32)
-        probs = logits.to(dtype, copy=True)
-        top, top_ids = probs.max(-1)
-        target_logits = probs.gather(-1, targets[:, None]).squeeze(-1)
-        total = probs.sub_(top[:, None]).exp_().sum(-1)
-        probs.div_(total[:, None])
+        probs, top, top_ids, target_logits = _shifted_copy(logits, targets)
+        log_total = _softmax_shifted_(probs)
         hits = (top_ids == targets).sum()
         ctx.save_for_backward(probs, targets)
         ctx.logits_dtype = logits.dtype
         ctx.mark_non_differentiable(hits)
-        return (top + total.log() - target_logits).sum(), hits
+        return (top + log_total - target_logits).sum(), hits
 
     @staticmethod
     def backward(ctx, grad_ce, _):
         probs, targets = ctx.saved_tensors
-        grad = probs.mul_(grad_ce)
-        grad.scatter_add_(-1, targets[:, None], (-grad_ce).to(grad.dtype).expand(targets.size(0), 1))
-        return grad.to(ctx.logits_dtype), None
+        return _minus_one_hot_(probs.mul_(grad_ce), targets, grad_ce).to(ctx.logits_dtype), None
 
 
 def cross_entropy_and_hits(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

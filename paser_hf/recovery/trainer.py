@@ -379,7 +379,8 @@ class RecoveryTrainer(SFTTrainer):
         same tensor through a hook on every layer, which broke each compiled decoder block into two graphs
         (``torch_compile``); it stays the way for a model without a decoder to hook. The forward is asked for as
         few logits as it allows (`_fewest_logits`)."""
-        inputs = {**inputs, "logits_to_keep": _fewest_logits(self.accelerator.unwrap_model(model))}
+        unwrapped = self.accelerator.unwrap_model(model)
+        inputs = {**inputs, "logits_to_keep": _fewest_logits(unwrapped)}
 
         def forward(**kwargs):
             if parameters:
@@ -387,7 +388,7 @@ class RecoveryTrainer(SFTTrainer):
             return model(**kwargs)
 
         try:
-            decoder = self.accelerator.unwrap_model(model).get_decoder()
+            decoder = unwrapped.get_decoder()
         except (AttributeError, ValueError):
             return forward(**inputs, output_hidden_states=True).hidden_states[-1]
         captured = []
