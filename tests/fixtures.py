@@ -329,3 +329,17 @@ def reference_divergence(student_row, teacher_row, kind, temperature, beta):
         m = [beta * x + (1 - beta) * y for x, y in zip(p, q)]
         value = beta * kl(p, m) + (1 - beta) * kl(q, m)
     return value * temperature**2
+
+
+def assert_gradient_matches_finite_differences(loss, z: torch.Tensor, directions: int = 6) -> None:
+    """``<grad loss(z), u>`` from one backward pass against the central difference of `loss` along random ``u``, in
+    float64 (the fused losses' backward reuses their saved tensors, so `torch.autograd.gradcheck`, which runs
+    several backward passes through one graph, cannot call them)."""
+    leaf = z.detach().clone().requires_grad_()
+    loss(leaf).backward()
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(directions):
+        u = torch.randn(z.shape, generator=gen, dtype=torch.float64)
+        with torch.no_grad():
+            numeric = (loss(z + 1e-6 * u) - loss(z - 1e-6 * u)) / 2e-6
+        torch.testing.assert_close((leaf.grad * u).sum(), numeric, rtol=1e-6, atol=1e-8)

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from .compiled_losses import compiled_cross_entropy_and_hits, compiled_forward_kl_and_ce
+
 KD_LOSSES = ("forward_kl", "reverse_kl", "jsd")
 IGNORE_INDEX = -100
 # rows of the (rows x V) temporary in `_ForwardKLAndCE`: 32 x 49,152 floats (6 MB) measured faster than 16, 64 or 256
@@ -237,6 +239,7 @@ def chunked_head_losses(
     kd_vocab_size: int | None = None,
     chunk_size: int = 256,
     recompute: bool = True,
+    compile_options: dict | None = None,
 ) -> HeadLosses:
     """Distillation and cross-entropy sums from final hidden states of the completion tokens, chunk by chunk.
 
@@ -247,7 +250,9 @@ def chunked_head_losses(
     vocabulary takes both from `forward_kl_and_ce`. With gradients enabled each chunk runs under
     `torch.utils.checkpoint` (with `recompute`): the backward pass recomputes that chunk's logits (both heads'
     matmuls) rather than storing them, so one chunk's ``chunk_size x V`` tensors are alive at a time. Without it
-    every chunk's tensors stay alive until the backward pass, which then does not run the heads again.
+    every chunk's tensors stay alive until the backward pass, which then does not run the heads again. With
+    `compile_options` (keyword arguments of `torch.compile`) the fused loss runs as compiled kernels
+    (`compiled_losses`).
     """
     device = student_hidden.device
 
@@ -260,6 +265,8 @@ def chunked_head_losses(
         # changes it (the usual case): a vocabulary-sized pass and its backward saved per chunk
         same = temperature == 1.0 and vocab == z_s.size(-1)
         if kind == "forward_kl" and same:
+            if compile_options is not None:
+                return compiled_forward_kl_and_ce(z_s, z_t[:, :vocab], y, **compile_options)
             return forward_kl_and_ce(z_s, z_t[:, :vocab], y)
         log_probs = tempered_log_softmax(z_s)
         ce = F.nll_loss(log_probs, y, reduction="sum")
@@ -274,13 +281,18 @@ def chunked_head_losses(
 
 
 def chunked_ce_losses(student_hidden: torch.Tensor, targets: torch.Tensor, student_head: LogitHead,
-                      chunk_size: int = 256, recompute: bool = True) -> HeadLosses:
+                      chunk_size: int = 256, recompute: bool = True,
+                      compile_options: dict | None = None) -> HeadLosses:
     """`chunked_head_losses` without a teacher: the cross-entropy sum ``-sum_t log_softmax(z_t)[y_t]`` and the top-1
     hits of the completion tokens from their final hidden states, chunk by chunk; ``kd_sum`` is 0."""
     device = student_hidden.device
 
     def one_chunk(h_s: torch.Tensor, y: torch.Tensor):
-        ce, hits = cross_entropy_and_hits(student_head(h_s).to(device), y)
+        z_s = student_head(h_s).to(device)
+        if compile_options is not None:
+            ce, hits = compiled_cross_entropy_and_hits(z_s, y, **compile_options)
+        else:
+            ce, hits = cross_entropy_and_hits(z_s, y)
         return ce.new_zeros(()), ce, hits
 
     return sum_over_chunks(one_chunk, (student_hidden, targets), chunk_size, recompute)

@@ -354,7 +354,8 @@ class RecoveryTrainer(SFTTrainer):
         with self.accelerator.autocast():
             if kd_alpha == 0.0:
                 losses = chunked_ce_losses(student_hidden[:, :-1][mask], targets, self._logit_head(model),
-                                           self.args.kd_chunk_size, self.args.checkpoint_head_chunks)
+                                           self.args.kd_chunk_size, self.args.checkpoint_head_chunks,
+                                           self._loss_compile_options(student_hidden.device))
             elif stored is not None:
                 losses = self._stored_losses(model, student_hidden[:, :-1][mask], targets, stored, mask)
             else:
@@ -448,7 +449,16 @@ class RecoveryTrainer(SFTTrainer):
             kd_vocab_size=self.kd_vocab_size,
             chunk_size=self.args.kd_chunk_size,
             recompute=self.args.checkpoint_head_chunks,
+            compile_options=self._loss_compile_options(student_hidden.device),
         )
+
+    def _loss_compile_options(self, device: torch.device) -> dict | None:
+        """With ``torch_compile`` on CPU, `torch.compile`'s settings for the chunk losses' compiled kernels
+        (`compiled_losses`): they cut a KD step by a tenth there. Elsewhere None, the eager kernels, which is all that
+        was measured on an accelerator."""
+        if not self.args.torch_compile or device.type != "cpu":
+            return None
+        return {"backend": self.args.torch_compile_backend, "mode": self.args.torch_compile_mode}
 
     def _record_kd_metrics(self, mode, inputs, mask, losses) -> None:
         gather = self.accelerator.gather_for_metrics

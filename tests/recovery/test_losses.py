@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from fixtures import reference_divergence
+from fixtures import assert_gradient_matches_finite_differences, reference_divergence
 
 from paser_hf.recovery.losses import (
     LogitHead,
@@ -109,20 +109,6 @@ def test_chunked_head_losses_without_completion_tokens_are_differentiable_zeros(
     out = chunked_head_losses(h, torch.randn(0, 4), torch.zeros(0, dtype=torch.long), head, head)
     out.kd_sum.backward()
     assert out.kd_sum.item() == 0.0 and out.ce_sum.item() == 0.0 and out.num_correct.item() == 0
-
-
-def assert_gradient_matches_finite_differences(loss, z: torch.Tensor, directions: int = 6) -> None:
-    """``<grad loss(z), u>`` from one backward pass against the central difference of `loss` along random ``u``, in
-    float64 (the fused losses' backward reuses their saved tensors, so `torch.autograd.gradcheck`, which runs
-    several backward passes through one graph, cannot call them)."""
-    leaf = z.detach().clone().requires_grad_()
-    loss(leaf).backward()
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(directions):
-        u = torch.randn(z.shape, generator=gen, dtype=torch.float64)
-        with torch.no_grad():
-            numeric = (loss(z + 1e-6 * u) - loss(z - 1e-6 * u)) / 2e-6
-        torch.testing.assert_close((leaf.grad * u).sum(), numeric, rtol=1e-6, atol=1e-8)
 
 
 @pytest.mark.parametrize("weights", [(1.0, 0.0), (0.0, 1.0), (0.3, 0.7)])

@@ -455,3 +455,33 @@ def test_torch_compile_compiles_the_decoder_blocks_in_place(tmp_path):
         results[compiled] = lora_loss_and_grads(trainer, model, batch, trainer.compute_loss_context_manager)
     torch.testing.assert_close(results[True][0], results[False][0], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(results[True][1], results[False][1], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("kd_alpha", [0.0, 0.5])
+def test_torch_compile_on_cpu_runs_the_chunk_losses_as_compiled_kernels(tmp_path, monkeypatch, kd_alpha):
+    """With ``torch_compile`` on CPU the fused chunk losses come from `compiled_losses`, with the loss and gradients
+    of the eager kernels; without it, from the eager kernels. In float32: under bfloat16 autocast the LoRA gradients
+    are bfloat16 matmuls, whose roundings a last-bit change in a logit's gradient flips."""
+    from paser_hf.recovery import losses
+
+    calls = []
+    for name in ("compiled_forward_kl_and_ce", "compiled_cross_entropy_and_hits"):
+        original = getattr(losses, name)
+        monkeypatch.setattr(losses, name, lambda *args, _f=original, _n=name, **kwargs: calls.append(_n) or _f(
+            *args, **kwargs))
+    teacher = peaked(tied_llama(seed=1), seed=1)
+    trainer = RecoveryTrainer(model=pruned(copy.deepcopy(teacher)), teacher_model=teacher if kd_alpha else None,
+                              args=recovery_config(tmp_path, kd_alpha=kd_alpha, torch_compile_backend="eager"),
+                              train_dataset=Dataset.from_list(ALPACA), processing_class=tiny_tokenizer(),
+                              peft_config=lora(init_lora_weights=False))
+    model = trainer.accelerator.prepare_model(trainer.model)
+    batch = first_batch(trainer)
+    assert trainer._loss_compile_options(torch.device("cpu")) == {"backend": "eager", "mode": None}
+    compiled = lora_loss_and_grads(trainer, model, batch, trainer.compute_loss_context_manager)
+    assert calls == ["compiled_forward_kl_and_ce" if kd_alpha else "compiled_cross_entropy_and_hits"]
+    monkeypatch.setattr(trainer.args, "torch_compile", False)
+    assert trainer._loss_compile_options(torch.device("cpu")) is None
+    eager = lora_loss_and_grads(trainer, model, batch, trainer.compute_loss_context_manager)
+    assert len(calls) == 1
+    torch.testing.assert_close(compiled[0], eager[0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(compiled[1], eager[1], rtol=1e-5, atol=1e-7)
