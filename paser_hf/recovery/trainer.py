@@ -128,7 +128,8 @@ class RecoveryTrainer(SFTTrainer):
       head under LoRA) are cast once and kept (`paser_hf.recovery.frozen_casts`), not cast again at every forward;
       the products are the same.
     - ``torch_compile`` compiles the decoder blocks of the student and the teacher in place (regional compilation,
-      `paser_hf.recovery.compilation`), not the whole model through accelerate.
+      `paser_hf.recovery.compilation`), not the whole model through accelerate; on CPU the chunk losses then run as
+      compiled kernels too (`paser_hf.recovery.compiled_losses`).
 
     The teacher is frozen (``requires_grad=False``), in eval mode with dropout off, and prepared like trl prepares
     reference models: `prepare_deepspeed` under DeepSpeed (sharded under ZeRO-3), `prepare_fsdp` under FSDP, else
@@ -454,8 +455,9 @@ class RecoveryTrainer(SFTTrainer):
 
     def _loss_compile_options(self, device: torch.device) -> dict | None:
         """With ``torch_compile`` on CPU, `torch.compile`'s settings for the chunk losses' compiled kernels
-        (`compiled_losses`): they cut a KD step by a tenth there. Elsewhere None, the eager kernels, which is all that
-        was measured on an accelerator."""
+        (`compiled_losses`). Profiled on 2 CPU cores (SmolLM2-135M, batch 4 x 256) they took 0.14 s less than the
+        eager kernels per KD step of 1.85 s, 0.05 s less per SFT step of 1.34 s. Elsewhere None, the eager kernels,
+        the only ones measured on an accelerator."""
         if not self.args.torch_compile or device.type != "cpu":
             return None
         return {"backend": self.args.torch_compile_backend, "mode": self.args.torch_compile_mode}

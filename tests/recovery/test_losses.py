@@ -194,13 +194,19 @@ def test_cross_entropy_and_hits_equals_the_composed_loss_in_float64(dtype, rtol)
     assert hits.item() == int((logits.argmax(-1) == targets).sum()) >= 4
 
 
+# the compiled kernels under dynamo's "eager" backend: its graphs, without inductor's code generation
+COMPILED = {"backend": "eager"}
+
+
 @pytest.mark.parametrize("recompute", [True, False])
-def test_chunked_ce_matches_cross_entropy_of_full_logits(recompute):
+@pytest.mark.parametrize("compile_options", [None, COMPILED])
+def test_chunked_ce_matches_cross_entropy_of_full_logits(recompute, compile_options):
     gen = torch.Generator().manual_seed(7)
     hidden = torch.randn(10, 8, generator=gen, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(23, 8, generator=gen, dtype=torch.float64)
     targets = torch.randint(0, 23, (10,), generator=gen)
-    out = chunked_ce_losses(hidden, targets, LogitHead(weight), chunk_size=3, recompute=recompute)
+    out = chunked_ce_losses(hidden, targets, LogitHead(weight), chunk_size=3, recompute=recompute,
+                            compile_options=compile_options)
     out.ce_sum.backward()
     got = hidden.grad.clone()
     hidden.grad = None
@@ -212,7 +218,8 @@ def test_chunked_ce_matches_cross_entropy_of_full_logits(recompute):
 
 
 @pytest.mark.parametrize("recompute", [True, False])
-def test_chunked_forward_kl_at_temperature_one_matches_full_logits(recompute):
+@pytest.mark.parametrize("compile_options", [None, COMPILED])
+def test_chunked_forward_kl_at_temperature_one_matches_full_logits(recompute, compile_options):
     """The case `forward_kl_and_ce` serves: forward KL, T = 1, the same vocabulary for both models."""
     gen = torch.Generator().manual_seed(4)
     n, hidden, vocab = 11, 8, 19
@@ -225,7 +232,8 @@ def test_chunked_forward_kl_at_temperature_one_matches_full_logits(recompute):
     def run(chunked):
         hs, ws = h_s.clone().requires_grad_(), w_s.clone().requires_grad_()
         if chunked:
-            out = chunked_head_losses(hs, h_t, targets, LogitHead(ws), head_t, chunk_size=4, recompute=recompute)
+            out = chunked_head_losses(hs, h_t, targets, LogitHead(ws), head_t, chunk_size=4, recompute=recompute,
+                                      compile_options=compile_options)
             kd, ce = out.kd_sum, out.ce_sum
         else:
             kd, ce = unchunked_head_losses(hs, h_t, targets, LogitHead(ws), head_t, "forward_kl", 1.0, 0.5, vocab)
