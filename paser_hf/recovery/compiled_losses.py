@@ -18,6 +18,7 @@ static: with both dynamic, inductor's CE forward took 34 ms instead of 10.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -67,10 +68,10 @@ def _ce_gradient(logits, targets, lse, grad_ce):
 class LossKernels(NamedTuple):
     """The compiled forward statistics and gradients of the two fused losses."""
 
-    kl_ce_statistics: object
-    kl_ce_gradient: object
-    ce_statistics: object
-    ce_gradient: object
+    kl_ce_statistics: Callable
+    kl_ce_gradient: Callable
+    ce_statistics: Callable
+    ce_gradient: Callable
 
 
 @functools.cache
