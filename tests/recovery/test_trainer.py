@@ -477,6 +477,7 @@ def test_torch_compile_on_cpu_runs_the_chunk_losses_as_compiled_kernels(tmp_path
     model = trainer.accelerator.prepare_model(trainer.model)
     batch = first_batch(trainer)
     assert trainer._loss_compile_options(torch.device("cpu")) == {"backend": "eager", "mode": None}
+    assert trainer._loss_compile_options(torch.device("cuda")) is None  # eager kernels where not measured
     compiled = lora_loss_and_grads(trainer, model, batch, trainer.compute_loss_context_manager)
     assert calls == ["compiled_forward_kl_and_ce" if kd_alpha else "compiled_cross_entropy_and_hits"]
     monkeypatch.setattr(trainer.args, "torch_compile", False)
